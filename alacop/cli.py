@@ -1,0 +1,353 @@
+"""`alacop …`: serve, migrate, demo, agencies, users, passwords and audit. Operators script against it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alacop.config import Settings, ensure_secret, load_settings
+from alacop.core.accounts import Role, UserStatus
+from alacop.core.audit import AuditChain, AuditEvent, EventType, Outcome, verify_chain
+from alacop.core.clock import parse_iso
+from alacop.core.context import RequestContext
+from alacop.core.deps import Deps
+from alacop.core.directory import Directory
+from alacop.core.errors import AlacopError, ConfigError
+from alacop.core.passwords import BannedList
+from alacop.store.database import migrate
+from alacop.wiring import banned_override, build_deps
+
+CTX = RequestContext.system()
+
+
+class Fail(Exception):
+    """A command failed for a reason the operator can act on; printed as one line."""
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+async def _with_deps(settings: Settings, work: Callable[[Deps], Awaitable[int]]) -> int:
+    deps = build_deps(settings)
+    try:
+        return await work(deps)
+    finally:
+        await deps.limiter.close()
+        await deps.store.close()
+
+
+def _run(settings: Settings, work: Callable[[Deps], Awaitable[int]]) -> int:
+    return asyncio.run(_with_deps(settings, work))
+
+
+# -- serve / migrate / demo --------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = ensure_secret(_settings())
+    migrate(settings.database_url)
+    return _serve(settings, args.host, args.port, args.workers)
+
+
+def _serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if settings.env == "test":
+        logging.getLogger("alacop").warning("TEST MODE: ALACOP_ENV=test; never use this with real accounts")
+    # Workers re-create the app from the environment, so hand them the settings we resolved.
+    os.environ["ALACOP_SECRET_KEY"] = settings.secret_key
+    os.environ["ALACOP_DATABASE_URL"] = settings.database_url
+    os.environ["ALACOP_DATA_DIR"] = str(settings.data_dir)
+    uvicorn.run(
+        "alacop.web.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        log_level="warning",
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    migrate(settings.database_url)
+    print("database is up to date")
+    return 0
+
+
+DEMO_ORI = "AL0000000"
+DEMO_USER = "demo01"
+DEMO_PASSWORD = "correct horse battery staple 2026"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = ensure_secret(_settings())
+    migrate(settings.database_url)
+
+    async def seed(deps: Deps) -> int:
+        directory = Directory(deps)
+        async with deps.store.transaction() as tx:
+            agency = await tx.agencies.by_ori(DEMO_ORI)
+            user = await tx.users.by_username(DEMO_USER)
+        if agency is None:
+            await directory.create_agency(DEMO_ORI, "Demo County Sheriff's Office", ["demo.al.gov"], CTX)
+        if user is None:
+            await directory.create_user(
+                DEMO_USER, agency_ori=DEMO_ORI, email="demo01@demo.al.gov", name="Casey Demo",
+                role=Role.USER, password=DEMO_PASSWORD, ctx=CTX,
+            )
+        return 0
+
+    _run(settings, seed)
+    url = f"http://{args.host}:{args.port}"
+    print(
+        f"\nAlaCOP demo on {url}\n  sign in as: {DEMO_USER}@{settings.branding.domain}\n"
+        f"  password:   {DEMO_PASSWORD}\n  (the first sign-in asks you to choose a new password)\n",
+        flush=True,
+    )
+    return _serve(settings, args.host, args.port, 1)
+
+
+# -- agencies / users --------------------------------------------------------------------------------
+def cmd_agencies_create(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        agency = await Directory(deps).create_agency(args.ori, args.name, args.email_domain or [], CTX)
+        print(f"created agency {agency.ori} {agency.name}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_agencies_list(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        async with deps.store.transaction() as tx:
+            for agency in await tx.agencies.list():
+                print(f"{agency.ori}\t{agency.name}\t{','.join(agency.email_domains)}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+        if not password:
+            raise Fail("no password on standard input")
+
+    async def work(deps: Deps) -> int:
+        user, generated = await Directory(deps).create_user(
+            args.username, agency_ori=args.agency, email=args.email, name=args.name or "",
+            role=Role(args.role), password=password, ctx=CTX,
+        )
+        print(f"created user {user.username} ({user.role}) in agency {args.agency.upper()}")
+        if generated:
+            print(f"temporary password: {generated}")
+        print("the first sign-in must set a new password")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_users_unlock(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        was_locked = await Directory(deps).unlock(args.username, CTX)
+        print(f"unlocked {args.username}" if was_locked else f"{args.username} was not locked; counters cleared")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def _status_cmd(status: UserStatus) -> Callable[[argparse.Namespace], int]:
+    def cmd(args: argparse.Namespace) -> int:
+        async def work(deps: Deps) -> int:
+            await Directory(deps).set_status(args.username, status, CTX)
+            print(f"{args.username} is {status}")
+            return 0
+
+        return _run(_settings(), work)
+
+    return cmd
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        rows = await Directory(deps).users(args.agency)
+        print("username\trole\tstatus\tagency\tlast sign-in")
+        for user, agency in rows:
+            last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "never"
+            print(f"{user.username}\t{user.role}\t{user.status}\t{agency.ori if agency else '?'}\t{last}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+# -- passwords ---------------------------------------------------------------------------------------
+def cmd_passwords_update_banned(args: argparse.Namespace) -> int:
+    settings = _settings()
+    source = Path(args.file)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Fail(f"cannot read {source}: {exc}") from exc
+    banned = BannedList.parse(text)
+    if len(banned) < 1000:
+        raise Fail(f"{source} has only {len(banned)} entries; a banned list needs at least 1000")
+    target = banned_override(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+    async def work(deps: Deps) -> int:
+        async with deps.store.transaction() as tx:
+            await tx.audit.append(
+                AuditEvent(EventType.BANNED_LIST_UPDATED, Outcome.SUCCESS, details={"entries": len(banned)}), CTX
+            )
+        return 0
+
+    _run(settings, work)
+    print(f"banned list replaced: {len(banned)} entries; restart the portal to load it")
+    return 0
+
+
+# -- audit -------------------------------------------------------------------------------------------
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = _settings()
+
+    async def work(deps: Deps) -> int:
+        reader = deps.store.audit_reader
+        records = [r async for r in reader.records()]
+        result = verify_chain(records, AuditChain(settings.audit_key), head=await reader.head())
+        if result.ok:
+            print(f"audit chain intact: {result.checked} records")
+            return 0
+        print(f"audit chain broken at record {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+        return 1
+
+    return _run(settings, work)
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    since = _when(args.since, "--since")
+    until = _when(args.until, "--until")
+
+    async def work(deps: Deps) -> int:
+        out = sys.stdout
+        count = 0
+        async for record in deps.store.audit_reader.records(since, until):
+            out.write(json.dumps(record.as_dict(), separators=(",", ":")) + "\n")
+            count += 1
+        out.flush()
+        async with deps.store.transaction() as tx:
+            await tx.audit.append(
+                AuditEvent(EventType.AUDIT_EXPORTED, Outcome.SUCCESS,
+                           details={"since": args.since, "until": args.until, "records": count}),
+                CTX,
+            )
+        return 0
+
+    return _run(_settings(), work)
+
+
+def _when(value: str | None, flag: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError as exc:
+        raise Fail(f"{flag}: not an ISO 8601 time: {value!r}") from exc
+
+
+# -- parser ------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alacop", description="AlaCOP Portal")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def serve_args(p: argparse.ArgumentParser, workers: bool = True) -> None:
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        if workers:
+            p.add_argument("--workers", type=int, default=1)
+
+    p = sub.add_parser("serve", help="run the portal")
+    serve_args(p)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("migrate", help="upgrade the database")
+    p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("demo", help="migrate, seed demo data and serve")
+    serve_args(p, workers=False)
+    p.set_defaults(func=cmd_demo)
+
+    agencies = sub.add_parser("agencies").add_subparsers(dest="action", required=True)
+    p = agencies.add_parser("create")
+    p.add_argument("ori")
+    p.add_argument("name")
+    p.add_argument("--email-domain", action="append")
+    p.set_defaults(func=cmd_agencies_create)
+    agencies.add_parser("list").set_defaults(func=cmd_agencies_list)
+
+    users = sub.add_parser("users").add_subparsers(dest="action", required=True)
+    p = users.add_parser("create")
+    p.add_argument("username")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--email", required=True)
+    p.add_argument("--name")
+    p.add_argument("--role", choices=[r.value for r in Role], default="user")
+    p.add_argument("--password-stdin", action="store_true")
+    p.set_defaults(func=cmd_users_create)
+    for action, func in (
+        ("unlock", cmd_users_unlock),
+        ("disable", _status_cmd(UserStatus.DISABLED)),
+        ("enable", _status_cmd(UserStatus.ACTIVE)),
+    ):
+        p = users.add_parser(action)
+        p.add_argument("username")
+        p.set_defaults(func=func)
+    p = users.add_parser("list")
+    p.add_argument("--agency")
+    p.set_defaults(func=cmd_users_list)
+
+    passwords = sub.add_parser("passwords").add_subparsers(dest="action", required=True)
+    p = passwords.add_parser("update-banned")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_passwords_update_banned)
+
+    audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
+    audit.add_parser("verify").set_defaults(func=cmd_audit_verify)
+    p = audit.add_parser("export")
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.set_defaults(func=cmd_audit_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: Any = args.func(args)
+    except (ConfigError, AlacopError, Fail) as exc:
+        print(f"alacop: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"alacop: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

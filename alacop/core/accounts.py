@@ -1,0 +1,90 @@
+"""Agencies and user accounts as plain values."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from alacop.core.errors import InvalidInput
+
+# An ORI is nine characters: a two-letter state code and seven letters or digits (NCIC).
+_ORI = re.compile(r"^[A-Z]{2}[A-Z0-9]{7}$")
+_USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}$")
+
+
+class Role(StrEnum):
+    USER = "user"
+    COORDINATOR = "coordinator"
+    ADMIN = "admin"
+
+
+class UserStatus(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+def validate_ori(value: str) -> str:
+    ori = value.strip().upper()
+    if not _ORI.match(ori):
+        raise InvalidInput("an ORI is 9 characters: 2 letters, then 7 letters or digits", code="invalid_ori")
+    return ori
+
+
+def validate_username(value: str) -> str:
+    username = value.strip().lower()
+    if not _USERNAME.match(username):
+        raise InvalidInput(
+            "a username is 2-32 characters: a letter, then letters, digits, '.', '_' or '-'",
+            code="invalid_username",
+        )
+    return username
+
+
+def validate_domain(value: str) -> str:
+    domain = value.strip().lower()
+    if not _DOMAIN.match(domain):
+        raise InvalidInput(f"not a valid email domain: {value!r}", code="invalid_domain")
+    return domain
+
+
+def validate_email(value: str) -> str:
+    email = value.strip()
+    if not _EMAIL.match(email):
+        raise InvalidInput("not a valid email address", code="invalid_email")
+    local, _, domain = email.rpartition("@")
+    return f"{local}@{validate_domain(domain)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Agency:
+    id: str
+    ori: str
+    name: str
+    email_domains: tuple[str, ...] = ()
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    username: str
+    email: str
+    name: str
+    agency_id: str
+    role: Role
+    status: UserStatus
+    password_hash: str | None
+    password_changed_at: datetime | None
+    must_change_password: bool
+    created_at: datetime
+    last_login_at: datetime | None = None
+    disabled_at: datetime | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status is UserStatus.ACTIVE

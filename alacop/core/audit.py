@@ -1,0 +1,209 @@
+"""The tamper-evident audit trail: a closed vocabulary of events, chained by SHA-256 or HMAC."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from alacop.core.clock import isoformat
+from alacop.core.context import RequestContext
+
+
+class EventType(StrEnum):
+    BANNER_ACKNOWLEDGED = "BannerAcknowledged"
+    LOGIN_STARTED = "LoginStarted"
+    LOGIN_SUCCEEDED = "LoginSucceeded"
+    LOGIN_FAILED = "LoginFailed"
+    ACCOUNT_LOCKED = "AccountLocked"
+    ACCOUNT_UNLOCKED = "AccountUnlocked"
+    ACCOUNT_CREATED = "AccountCreated"
+    ACCOUNT_DISABLED = "AccountDisabled"
+    ACCOUNT_ENABLED = "AccountEnabled"
+    AGENCY_CREATED = "AgencyCreated"
+    PASSWORD_CHANGED = "PasswordChanged"
+    PASSWORD_CHANGE_FAILED = "PasswordChangeFailed"
+    PASSWORD_REHASHED = "PasswordRehashed"
+    BANNED_LIST_UPDATED = "BannedListUpdated"
+    SESSION_STARTED = "SessionStarted"
+    SESSION_ENDED = "SessionEnded"
+    SESSION_EXPIRED = "SessionExpired"
+    FLOW_EXPIRED = "FlowExpired"
+    REQUEST_REFUSED = "RequestRefused"
+    RATE_LIMITED = "RateLimited"
+    AUDIT_EXPORTED = "AuditExported"
+    AUDIT_VERIFIED = "AuditVerified"
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    INFO = "info"
+
+
+# Keys whose values must never be written, whatever a caller passes (secrets never reach the trail).
+_SECRET_KEYS = frozenset(
+    {"password", "new_password", "current_password", "secret", "token", "code", "csrf_token", "session"}
+)
+
+GENESIS_HASH = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    type: EventType
+    outcome: Outcome
+    reason: str = ""
+    actor_id: str | None = None
+    subject_id: str | None = None
+    subject_name: str | None = None
+    agency_id: str | None = None
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """An event as stored: numbered, timed, placed, and chained to the one before."""
+
+    seq: int
+    occurred_at: str
+    type: str
+    outcome: str
+    reason: str
+    actor_id: str | None
+    subject_id: str | None
+    subject_name: str | None
+    agency_id: str | None
+    source_ip: str
+    user_agent: str
+    request_id: str
+    details: str
+    prev_hash: str
+    hash: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "seq": self.seq,
+            "occurred_at": self.occurred_at,
+            "type": self.type,
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "actor_id": self.actor_id,
+            "subject_id": self.subject_id,
+            "subject_name": self.subject_name,
+            "agency_id": self.agency_id,
+            "source_ip": self.source_ip,
+            "user_agent": self.user_agent,
+            "request_id": self.request_id,
+            "details": json.loads(self.details),
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def scrub(details: Mapping[str, object]) -> dict[str, object]:
+    clean: dict[str, object] = {}
+    for key, value in details.items():
+        if key.lower() in _SECRET_KEYS:
+            clean[key] = "[redacted]"
+        elif isinstance(value, str):
+            clean[key] = value[:512]
+        else:
+            clean[key] = value
+    return clean
+
+
+class AuditChain:
+    """Computes record hashes. With a key, the chain is an HMAC chain an intruder cannot re-forge."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key
+
+    def seal(
+        self, event: AuditEvent, *, seq: int, at: datetime, ctx: RequestContext, prev_hash: str
+    ) -> AuditRecord:
+        details = json.dumps(scrub(event.details), sort_keys=True, separators=(",", ":"), default=str)
+        unsealed = AuditRecord(
+            seq=seq,
+            occurred_at=isoformat(at),
+            type=str(event.type),
+            outcome=str(event.outcome),
+            reason=event.reason[:128],
+            actor_id=event.actor_id,
+            subject_id=event.subject_id,
+            subject_name=(event.subject_name or None) and event.subject_name[:254],
+            agency_id=event.agency_id,
+            source_ip=ctx.source_ip[:64],
+            user_agent=ctx.user_agent[:512],
+            request_id=ctx.request_id[:64],
+            details=details,
+            prev_hash=prev_hash,
+            hash="",
+        )
+        return _with_hash(unsealed, self.digest(unsealed))
+
+    def digest(self, record: AuditRecord) -> str:
+        body = json.dumps(
+            [
+                record.seq,
+                record.occurred_at,
+                record.type,
+                record.outcome,
+                record.reason,
+                record.actor_id,
+                record.subject_id,
+                record.subject_name,
+                record.agency_id,
+                record.source_ip,
+                record.user_agent,
+                record.request_id,
+                record.details,
+                record.prev_hash,
+            ],
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode("utf-8")
+        if self._key is not None:
+            return hmac.new(self._key, body, hashlib.sha256).hexdigest()
+        return hashlib.sha256(body).hexdigest()
+
+
+def _with_hash(record: AuditRecord, digest: str) -> AuditRecord:
+    return replace(record, hash=digest)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+def verify_chain(
+    records: Iterable[AuditRecord], chain: AuditChain, head: tuple[int, str] | None = None
+) -> VerifyResult:
+    """Walk the records in seq order; an edit, a deletion or a reordering breaks a link.
+
+    The head (last seq and hash, kept apart from the records) catches records cut from the end.
+    """
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    for record in records:
+        if record.seq != expected_seq:
+            return VerifyResult(False, checked, record.seq, f"expected record {expected_seq}, found {record.seq}")
+        if record.prev_hash != expected_prev:
+            return VerifyResult(False, checked, record.seq, "link to the previous record is broken")
+        if not hmac.compare_digest(chain.digest(record), record.hash):
+            return VerifyResult(False, checked, record.seq, "record content does not match its hash")
+        expected_prev = record.hash
+        expected_seq += 1
+        checked += 1
+    if head is not None and (head[0] != checked or (checked and head[1] != expected_prev)):
+        return VerifyResult(False, checked, checked + 1, f"records after {checked} are missing")
+    return VerifyResult(True, checked)

@@ -1,0 +1,51 @@
+"""One base error with a stable code; the user sees a generic message, the audit trail the detail."""
+
+from __future__ import annotations
+
+
+class AlacopError(Exception):
+    code = "error"
+    status = 400
+
+    def __init__(self, detail: str = "", *, code: str | None = None) -> None:
+        super().__init__(detail or self.code)
+        if code is not None:
+            self.code = code
+        self.detail = detail
+
+
+class InvalidInput(AlacopError):
+    code = "invalid_input"
+
+
+class NotFound(AlacopError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(AlacopError):
+    code = "conflict"
+    status = 409
+
+
+class FlowExpired(AlacopError):
+    code = "flow_expired"
+    status = 410
+
+
+class FlowInvalid(AlacopError):
+    code = "flow_invalid"
+
+
+class CsrfFailed(AlacopError):
+    code = "csrf_failed"
+    status = 403
+
+
+class RateLimited(AlacopError):
+    code = "rate_limited"
+    status = 429
+
+
+class ConfigError(AlacopError):
+    code = "config_error"

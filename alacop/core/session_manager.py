@@ -1,0 +1,128 @@
+"""Opening, resolving and ending server-side sessions, each audited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from alacop.core.accounts import User
+from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.context import RequestContext
+from alacop.core.deps import Deps
+from alacop.core.ports import Transaction
+from alacop.core.sessions import EndReason, Session
+from alacop.core.tokens import new_token, token_hash
+from alacop.policy.cjis import Policy
+
+MAX_TOKEN_LENGTH = 128
+
+
+async def open_session(
+    tx: Transaction,
+    user: User,
+    ctx: RequestContext,
+    now: datetime,
+    policy: Policy,
+    *,
+    aal: str,
+    amr: tuple[str, ...],
+) -> str:
+    """Create a session and return its token; only the token's hash is stored."""
+    token = new_token()
+    session = Session(
+        id_hash=token_hash(token),
+        user_id=user.id,
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + policy.session_absolute,
+        auth_time=now,
+        aal=aal,
+        amr=amr,
+        source_ip=ctx.source_ip[:64],
+        user_agent=ctx.user_agent[:512],
+    )
+    await tx.sessions.add(session)
+    await tx.audit.append(
+        AuditEvent(
+            EventType.SESSION_STARTED,
+            Outcome.SUCCESS,
+            actor_id=user.id,
+            subject_id=user.id,
+            subject_name=user.username,
+            agency_id=user.agency_id,
+            details={"aal": aal, "amr": list(amr), "session": session.id_hash[:12]},
+        ),
+        ctx,
+    )
+    return token
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    session: Session
+    user: User
+
+
+class SessionManager:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def resolve(self, token: str | None, ctx: RequestContext) -> Current | None:
+        """The live session for a cookie, ending it if it has run out (CJIS AC-11)."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        id_hash = token_hash(token)
+        now = self._deps.clock.now()
+        async with self._deps.store.transaction() as tx:
+            session = await tx.sessions.get(id_hash)
+            if session is None or session.ended_at is not None:
+                return None
+            reason = session.expiry_reason(now, self._deps.policy)
+            user = await tx.users.get(session.user_id)
+            if reason is None and (user is None or not user.active):
+                reason = EndReason.ACCOUNT_DISABLED
+            if reason is not None:
+                await tx.sessions.end(id_hash, now, reason)
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.SESSION_EXPIRED,
+                        Outcome.INFO,
+                        reason,
+                        subject_id=session.user_id,
+                        subject_name=user.username if user else None,
+                        agency_id=user.agency_id if user else None,
+                        details={"session": id_hash[:12]},
+                    ),
+                    ctx,
+                )
+                return None
+            assert user is not None
+            if session.needs_touch(now):
+                await tx.sessions.touch(id_hash, now)
+        return Current(session=session, user=user)
+
+    async def end(self, token: str | None, ctx: RequestContext, reason: EndReason = EndReason.SIGNED_OUT) -> bool:
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return False
+        id_hash = token_hash(token)
+        now = self._deps.clock.now()
+        async with self._deps.store.transaction() as tx:
+            session = await tx.sessions.get(id_hash)
+            if session is None or session.ended_at is not None:
+                return False
+            await tx.sessions.end(id_hash, now, reason)
+            user = await tx.users.get(session.user_id)
+            await tx.audit.append(
+                AuditEvent(
+                    EventType.SESSION_ENDED,
+                    Outcome.SUCCESS,
+                    reason,
+                    actor_id=session.user_id,
+                    subject_id=session.user_id,
+                    subject_name=user.username if user else None,
+                    agency_id=user.agency_id if user else None,
+                    details={"session": id_hash[:12]},
+                ),
+                ctx,
+            )
+        return True

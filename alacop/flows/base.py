@@ -1,0 +1,69 @@
+"""What every self-service flow shares: identity, expiry, CSRF, browser binding and messages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from alacop.core.errors import CsrfFailed, FlowExpired, FlowInvalid
+from alacop.core.ports import FlowRecord
+from alacop.core.tokens import new_token, same, token_hash
+
+
+class FlowKind(StrEnum):
+    LOGIN = "login"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A UI message with a stable id, which suits translation and tests."""
+
+    id: str
+    text: str
+    level: str = "error"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "text": self.text, "level": self.level}
+
+
+def browser_binding(browser_secret: str) -> str:
+    return token_hash(browser_secret)
+
+
+def new_flow_id() -> str:
+    # 128 bits: the id is a bearer of the flow, though the browser binding is checked too.
+    return new_token(16)
+
+
+def new_csrf() -> str:
+    return new_token(32)
+
+
+def check_flow(record: FlowRecord | None, *, binding: str, now: datetime, kind: str) -> FlowRecord:
+    """A flow is usable only by the browser that started it, before it expires, for its kind."""
+    if record is None or record.kind != kind:
+        raise FlowInvalid("unknown flow")
+    if not same(record.binding, binding):
+        raise FlowInvalid("flow belongs to another browser")
+    if now >= record.expires_at:
+        raise FlowExpired("flow expired")
+    return record
+
+
+def check_csrf(record: FlowRecord, submitted: str) -> None:
+    if not submitted or not same(record.csrf_token, submitted):
+        raise CsrfFailed("csrf token does not match the flow")
+
+
+def dump(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+def load(payload: str) -> dict[str, Any]:
+    value = json.loads(payload)
+    if not isinstance(value, dict):
+        raise FlowInvalid("flow payload is not an object")
+    return value

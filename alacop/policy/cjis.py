@@ -1,0 +1,135 @@
+"""The shipped CJIS policy. Every value can be overridden in configuration; each cites its source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from datetime import timedelta
+from typing import Any
+
+from alacop.core.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    # CJIS IA-5(1)(a), NIST 800-63B 3.1.1.2: at least 8, allow 64+, never truncate.
+    password_min_length: int = 8
+    password_max_length: int = 256
+    # CJIS IA-5 f: change at least yearly.
+    password_max_age_days: int = 365
+    # CJIS AC-7: 5 consecutive invalid attempts within 15 minutes lock the account.
+    lockout_threshold: int = 5
+    lockout_window_minutes: int = 15
+    # CJIS AC-11 and IA-5 j: 30 minutes idle, 12 hours absolute.
+    session_idle_minutes: int = 30
+    session_absolute_hours: int = 12
+    # A sign-in flow is a short-lived object; an abandoned one is replaced with a fresh one.
+    flow_lifetime_minutes: int = 15
+    # OWASP ASVS 6.3.1: bursts from one address are slowed before they reach the lockout.
+    rate_limit_per_minute: int = 30
+    # CJIS AC-2(3): accounts unused for 90 days are disabled.
+    inactive_disable_days: int = 90
+    # CJIS IA-4 d: identifiers are not reused for one year.
+    identifier_reuse_days: int = 365
+    # DESIGN.md: passkeys and personal accounts are shown but not supported by default.
+    passkey_sign_in: bool = False
+    # CJIS: personal (GitHub and similar) accounts are never accepted; not a switch.
+    social_sign_in: bool = False
+
+    @property
+    def lockout_window(self) -> timedelta:
+        return timedelta(minutes=self.lockout_window_minutes)
+
+    @property
+    def session_idle(self) -> timedelta:
+        return timedelta(minutes=self.session_idle_minutes)
+
+    @property
+    def session_absolute(self) -> timedelta:
+        return timedelta(hours=self.session_absolute_hours)
+
+    @property
+    def flow_lifetime(self) -> timedelta:
+        return timedelta(minutes=self.flow_lifetime_minutes)
+
+    @property
+    def password_max_age(self) -> timedelta:
+        return timedelta(days=self.password_max_age_days)
+
+    def describe(self) -> list[tuple[str, object, str]]:
+        """The values in force with their sources, for the read-only policy view."""
+        return [(f.name, getattr(self, f.name), _SOURCES.get(f.name, "")) for f in fields(self)]
+
+
+_SOURCES = {
+    "password_min_length": "CJIS IA-5(1)(a); NIST SP 800-63B",
+    "password_max_length": "NIST SP 800-63B (at least 64 allowed)",
+    "password_max_age_days": "CJIS IA-5 f",
+    "lockout_threshold": "CJIS AC-7",
+    "lockout_window_minutes": "CJIS AC-7",
+    "session_idle_minutes": "CJIS AC-11, IA-5 j",
+    "session_absolute_hours": "CJIS IA-5 j",
+    "flow_lifetime_minutes": "OWASP ASVS 5 (short-lived flows)",
+    "rate_limit_per_minute": "OWASP ASVS 5 6.3.1",
+    "inactive_disable_days": "CJIS AC-2(3)",
+    "identifier_reuse_days": "CJIS IA-4 d",
+    "passkey_sign_in": "NIST SP 800-63B rev 4 (phishing-resistant option)",
+    "social_sign_in": "CJIS: personal accounts refused",
+}
+
+# Floors and ceilings below which a setting would break CJIS; configuration may only tighten.
+_BOUNDS: dict[str, tuple[int, int]] = {
+    "password_min_length": (8, 64),
+    "password_max_length": (64, 1024),
+    "password_max_age_days": (1, 365),
+    "lockout_threshold": (1, 5),
+    "lockout_window_minutes": (15, 1440),
+    "session_idle_minutes": (1, 30),
+    "session_absolute_hours": (1, 12),
+    "flow_lifetime_minutes": (1, 60),
+    "rate_limit_per_minute": (1, 100_000),
+    "inactive_disable_days": (1, 90),
+    "identifier_reuse_days": (365, 3650),
+}
+
+
+def policy_from_mapping(values: dict[str, Any], *, prefix: str = "policy") -> Policy:
+    policy = Policy()
+    known = {f.name: f for f in fields(Policy)}
+    changes: dict[str, Any] = {}
+    for key, raw in values.items():
+        name = f"{prefix}.{key}"
+        if key not in known:
+            raise ConfigError(f"{name}: unknown setting")
+        default = getattr(policy, key)
+        if isinstance(default, bool):
+            value = _to_bool(raw, name)
+        else:
+            value = _to_int(raw, name)
+            low, high = _BOUNDS[key]
+            if not low <= value <= high:
+                raise ConfigError(f"{name}: must be between {low} and {high} (CJIS), got {value}")
+        changes[key] = value
+    if changes.get("social_sign_in"):
+        raise ConfigError(f"{prefix}.social_sign_in: personal accounts cannot be enabled under CJIS")
+    if changes.get("passkey_sign_in"):
+        # Passwordless passkeys arrive with multi-factor sign-in; until then the switch stays off.
+        raise ConfigError(f"{prefix}.passkey_sign_in: passkey sign-in is not available in this release")
+    return replace(policy, **changes)
+
+
+def _to_int(raw: object, name: str) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name}: expected a whole number")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    raise ConfigError(f"{name}: expected a whole number, got {raw!r}")
+
+
+def _to_bool(raw: object, name: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    raise ConfigError(f"{name}: expected true or false, got {raw!r}")

@@ -1,0 +1,148 @@
+"""The schema as SQLAlchemy Core tables. Migrations under migrations/ create the same shape."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Naive UTC in the database, aware UTC in Python, the same on SQLite and PostgreSQL."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+
+
+metadata = MetaData()
+
+agencies = Table(
+    "agencies",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("ori", String(9), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("email_domains", Text, nullable=False, default="[]"),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("username", String(32), nullable=False, unique=True),
+    Column("email", String(320), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("agency_id", String(36), ForeignKey("agencies.id"), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("password_hash", String(200)),
+    Column("password_changed_at", UTCDateTime),
+    Column("must_change_password", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime),
+    Column("disabled_at", UTCDateTime),
+    Column("meta", Text, nullable=False, default="{}"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("auth_time", UTCDateTime, nullable=False),
+    Column("aal", String(8), nullable=False),
+    Column("amr", String(200), nullable=False),
+    Column("source_ip", String(64), nullable=False),
+    Column("user_agent", String(512), nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("end_reason", String(32)),
+)
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("binding", String(64), nullable=False),
+    Column("return_to", String(2048)),
+    Column("payload", Text, nullable=False),
+)
+
+login_throttles = Table(
+    "login_throttles",
+    metadata,
+    Column("key", String(320), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_started_at", UTCDateTime),
+    Column("locked_at", UTCDateTime),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("occurred_at", String(32), nullable=False),
+    Column("type", String(48), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(128), nullable=False),
+    Column("actor_id", String(36)),
+    Column("subject_id", String(36)),
+    Column("subject_name", String(254)),
+    Column("agency_id", String(36)),
+    Column("source_ip", String(64), nullable=False),
+    Column("user_agent", String(512), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+Index("ix_audit_events_occurred_at", audit_events.c.occurred_at)
+Index("ix_audit_events_subject_id", audit_events.c.subject_id)
+Index("ix_audit_events_type", audit_events.c.type)
+Index("ix_audit_events_agency_id", audit_events.c.agency_id)
+
+# One row holding the chain's tip; locking it serialises appends across every instance.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("hash", String(64), nullable=False),
+)

@@ -1,0 +1,157 @@
+"""The Starlette application: wiring, error pages and the route table. Routes stay thin."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from alacop.config import Settings
+from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.clock import Clock
+from alacop.core.passwords import PasswordHasher
+from alacop.core.deps import Deps
+from alacop.core.errors import AlacopError
+from alacop.core.ports import RateLimiter
+from alacop.core.session_manager import SessionManager
+from alacop.flows.login import LoginService
+from alacop.web import http
+from alacop.web.middleware import PortalMiddleware
+from alacop.web.render import error_page
+from alacop.web.routes import account, login, pages
+from alacop.wiring import build_deps
+
+log = logging.getLogger("alacop")
+HERE = Path(__file__).parent
+
+
+@dataclass
+class Portal:
+    settings: Settings
+    deps: Deps
+    login: LoginService
+    sessions: SessionManager
+    templates: Jinja2Templates
+    proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    async def audit(self, event: AuditEvent, request: Request) -> None:
+        async with self.deps.store.transaction() as tx:
+            await tx.audit.append(event, http.context(request))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    limiter: RateLimiter | None = None,
+    hasher: PasswordHasher | None = None,
+) -> Starlette:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals["brand"] = settings.branding
+    templates.env.globals["test_mode"] = settings.env == "test"
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        deps = build_deps(settings, clock=clock, limiter=limiter, hasher=hasher)
+        app.state.portal = Portal(
+            settings=settings,
+            deps=deps,
+            login=LoginService(deps),
+            sessions=SessionManager(deps),
+            templates=templates,
+            proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
+        )
+        try:
+            yield
+        finally:
+            await deps.limiter.close()
+            await deps.store.close()
+
+    routes = [
+        Route("/", pages.home),
+        Route("/login", login.page, methods=["GET"]),
+        Route("/login/identifier", login.identifier, methods=["POST"]),
+        Route("/login/password", login.password, methods=["POST"]),
+        Route("/login/change-identifier", login.change_identifier, methods=["POST"]),
+        Route("/login/new-password", login.new_password, methods=["POST"]),
+        Route("/login/options", login.options, methods=["GET"]),
+        Route("/logout", account.logout, methods=["POST"]),
+        Route("/apps", account.apps, methods=["GET"]),
+        Route("/account/password", account.password_page, methods=["GET"]),
+        Route("/account/password", account.password_submit, methods=["POST"]),
+        Route("/recover", pages.recover),
+        Route("/register", pages.register),
+        Route("/help", pages.help_home),
+        Route("/help/sign-in", pages.help_sign_in),
+        Route("/healthz", pages.healthz),
+        Route("/readyz", pages.readyz),
+        Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(PortalMiddleware, hsts=settings.secure_cookies)],
+        exception_handlers={
+            AlacopError: _alacop_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+        lifespan=lifespan,
+    )
+    return app
+
+
+_PUBLIC: dict[str, tuple[str, str]] = {
+    "csrf_failed": ("This page has expired", "Go back to the sign-in page and try again."),
+    "rate_limited": (
+        "Too many attempts",
+        "There have been too many attempts from your network. Wait a minute, then try again.",
+    ),
+    "body_too_large": ("That request was too large", "Go back and try again."),
+    "flow_invalid": ("This took too long", "Start again from the sign-in page."),
+    "flow_expired": ("This took too long", "Start again from the sign-in page."),
+}
+
+
+async def _alacop_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AlacopError)
+    title, text = _PUBLIC.get(exc.code, ("We could not accept that request", "Go back and try again."))
+    event_type = EventType.RATE_LIMITED if exc.code == "rate_limited" else EventType.REQUEST_REFUSED
+    try:
+        await http.portal(request).audit(
+            AuditEvent(event_type, Outcome.FAILURE, exc.code, details={"path": request.url.path[:200]}), request
+        )
+    except Exception:  # the refusal itself must still reach the user
+        log.exception("could not audit a refused request")
+    return await error_page(request, exc.status, exc.code, title, text)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return await error_page(request, 404, "not_found", "Page not found", "Check the address, or go to the sign-in page.")
+    if exc.status_code == 405:
+        return await error_page(request, 405, "method_not_allowed", "That action is not available here", "Go back and try again.")
+    return await _alacop_error(request, AlacopError(str(exc.detail), code="bad_request"))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    from starlette.responses import HTMLResponse
+
+    return HTMLResponse(
+        "<!doctype html><title>Something went wrong</title><h1>Something went wrong</h1>"
+        "<p>Try again in a moment. If it keeps happening, contact the Support Center.</p>",
+        status_code=500,
+    )

@@ -1,0 +1,162 @@
+"""Sign-in routes: parse the form, call the login flow, render or redirect."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from alacop.core.errors import FlowExpired, FlowInvalid
+from alacop.core.session_manager import MAX_TOKEN_LENGTH
+from alacop.core.sessions import EndReason
+from alacop.flows.base import Message
+from alacop.flows.login import LoginFlow, LoginState
+from alacop.web import http
+from alacop.web.render import template
+from alacop.web.routes._common import rate_limit
+
+SESSION_COOKIE = "alacop_session"
+EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
+
+_TEMPLATES = {
+    LoginState.IDENTIFIER: "login/identifier.html",
+    LoginState.PASSWORD: "login/password.html",
+    LoginState.CHANGE_PASSWORD: "login/new_password.html",
+}
+
+
+def _flow_id(request: Request) -> str:
+    return request.query_params.get("flow", "")[:64]
+
+
+async def _restart(request: Request, secret: str, *messages: Message) -> Response:
+    flow = await http.portal(request).login.start(secret, messages=messages)
+    response = RedirectResponse(f"/login?flow={flow.id}", status_code=303)
+    return http.apply_browser_cookie(request, response)
+
+
+async def page(request: Request) -> Response:
+    p = http.portal(request)
+    secret, _ = http.ensure_browser_secret(request)
+    flow_id = _flow_id(request)
+    if not flow_id:
+        current = await p.sessions.resolve(request.cookies.get(http.cookie_name(request, SESSION_COOKIE)), http.context(request))
+        if current is not None:
+            return RedirectResponse("/apps", status_code=303)
+        return await _restart(request, secret)
+    try:
+        flow = await p.login.load(flow_id, secret)
+    except FlowExpired:
+        await p.login.expired(flow_id, http.context(request))
+        return await _restart(request, secret, EXPIRED)
+    except FlowInvalid:
+        return await _restart(request, secret)
+    return render(request, flow)
+
+
+def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
+    return template(
+        request,
+        _TEMPLATES[flow.state],
+        {
+            "flow": flow,
+            "messages": flow.messages,
+            "message_ids": [m.id for m in flow.messages],
+            "policy": http.portal(request).settings.policy,
+        },
+        status,
+    )
+
+
+async def _step(
+    request: Request, action: Callable[[LoginFlow, dict[str, str]], Awaitable[Response | LoginFlow]],
+    fields: tuple[str, ...],
+) -> Response:
+    await rate_limit(request, "login")
+    p = http.portal(request)
+    secret = http.browser_secret(request)
+    form = await http.read_form(request)
+    values = {name: http.field(form, name) for name in ("csrf_token", *fields)}
+    flow_id = _flow_id(request)
+    if secret is None:
+        secret, _ = http.ensure_browser_secret(request)
+        return await _restart(request, secret, EXPIRED)
+    try:
+        flow = await p.login.load(flow_id, secret)
+    except FlowExpired:
+        await p.login.expired(flow_id, http.context(request))
+        return await _restart(request, secret, EXPIRED)
+    except FlowInvalid:
+        return await _restart(request, secret, EXPIRED)
+    outcome = await action(flow, values)
+    if isinstance(outcome, Response):
+        return outcome
+    return RedirectResponse(f"/login?flow={outcome.id}", status_code=303)
+
+
+async def identifier(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> LoginFlow:
+        return await p.login.submit_identifier(flow, v["identifier"], v["csrf_token"], http.context(request))
+
+    return await _step(request, act, ("identifier",))
+
+
+async def change_identifier(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> LoginFlow:
+        return await p.login.change_identifier(flow, v["csrf_token"])
+
+    return await _step(request, act, ())
+
+
+async def password(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
+        result = await p.login.submit_password(flow, v["password"], v["csrf_token"], http.context(request))
+        if result.session_token is None:
+            return result.flow
+        return await _signed_in(request, result.session_token, flow.return_to)
+
+    return await _step(request, act, ("password",))
+
+
+async def new_password(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
+        result = await p.login.submit_new_password(
+            flow,
+            current=v["current_password"],
+            new=v["new_password"],
+            confirm=v["confirm_password"],
+            csrf=v["csrf_token"],
+            ctx=http.context(request),
+        )
+        if result.session_token is None:
+            return result.flow
+        return await _signed_in(request, result.session_token, flow.return_to)
+
+    return await _step(request, act, ("current_password", "new_password", "confirm_password"))
+
+
+async def _signed_in(request: Request, token: str, return_to: str | None) -> Response:
+    p = http.portal(request)
+    # A new session id at every sign-in (OWASP ASVS 7.2.4); any older session in this browser ends.
+    old = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
+    if old and len(old) <= MAX_TOKEN_LENGTH:
+        await p.sessions.end(old, http.context(request), EndReason.ROTATED)
+    target = return_to if return_to and return_to.startswith("/") and not return_to.startswith("//") else "/apps"
+    response = RedirectResponse(target, status_code=303)
+    http.set_cookie(request, response, SESSION_COOKIE, token)
+    return response
+
+
+async def options(request: Request) -> Response:
+    http.ensure_browser_secret(request)
+    policy = http.portal(request).settings.policy
+    return template(request, "login/options.html", {"passkey_enabled": policy.passkey_sign_in, "social_enabled": False})

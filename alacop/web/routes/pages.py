@@ -1,0 +1,54 @@
+"""Plain pages: home, placeholders for later features, health checks."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from alacop.web import http
+from alacop.web.render import template
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/login", status_code=303)
+
+
+def _coming(request: Request, title: str, text: str) -> Response:
+    http.ensure_browser_secret(request)
+    return template(request, "coming.html", {"title": title, "text": text})
+
+
+async def recover(request: Request) -> Response:
+    return _coming(
+        request,
+        "Can't access your account?",
+        "Self-service account recovery is not available yet. To unlock your account or reset your "
+        "password, contact your agency coordinator or the Support Center.",
+    )
+
+
+async def register(request: Request) -> Response:
+    return _coming(
+        request,
+        "New User Registration",
+        "Self-registration is not available yet. Ask your agency coordinator to request an AlaCOP account for you.",
+    )
+
+
+async def help_home(request: Request) -> Response:
+    http.ensure_browser_secret(request)
+    return template(request, "help/index.html", {})
+
+
+async def help_sign_in(request: Request) -> Response:
+    http.ensure_browser_secret(request)
+    return template(request, "help/sign_in.html", {})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    ok = await http.portal(request).deps.store.ping()
+    return JSONResponse({"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503)
