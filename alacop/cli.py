@@ -107,8 +107,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             await directory.create_agency(DEMO_ORI, "Demo County Sheriff's Office", ["demo.al.gov"], CTX)
         if user is None:
             await directory.create_user(
-                DEMO_USER, agency_ori=DEMO_ORI, email="demo01@demo.al.gov", name="Casey Demo",
-                role=Role.USER, password=DEMO_PASSWORD, ctx=CTX,
+                DEMO_USER,
+                agency_ori=DEMO_ORI,
+                email="demo01@demo.al.gov",
+                name="Casey Demo",
+                role=Role.USER,
+                password=DEMO_PASSWORD,
+                ctx=CTX,
             )
         return 0
 
@@ -151,8 +156,13 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
     async def work(deps: Deps) -> int:
         user, generated = await Directory(deps).create_user(
-            args.username, agency_ori=args.agency, email=args.email, name=args.name or "",
-            role=Role(args.role), password=password, ctx=CTX,
+            args.username,
+            agency_ori=args.agency,
+            email=args.email,
+            name=args.name or "",
+            role=Role(args.role),
+            password=password,
+            ctx=CTX,
         )
         print(f"created user {user.username} ({user.role}) in agency {args.agency.upper()}")
         if generated:
@@ -166,7 +176,9 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 def cmd_users_unlock(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         was_locked = await Directory(deps).unlock(args.username, CTX)
-        print(f"unlocked {args.username}" if was_locked else f"{args.username} was not locked; counters cleared")
+        print(
+            f"unlocked {args.username}" if was_locked else f"{args.username} was not locked; counters cleared"
+        )
         return 0
 
     return _run(_settings(), work)
@@ -216,7 +228,8 @@ def cmd_passwords_update_banned(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         async with deps.store.transaction() as tx:
             await tx.audit.append(
-                AuditEvent(EventType.BANNED_LIST_UPDATED, Outcome.SUCCESS, details={"entries": len(banned)}), CTX
+                AuditEvent(EventType.BANNED_LIST_UPDATED, Outcome.SUCCESS, details={"entries": len(banned)}),
+                CTX,
             )
         return 0
 
@@ -255,8 +268,11 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
         out.flush()
         async with deps.store.transaction() as tx:
             await tx.audit.append(
-                AuditEvent(EventType.AUDIT_EXPORTED, Outcome.SUCCESS,
-                           details={"since": args.since, "until": args.until, "records": count}),
+                AuditEvent(
+                    EventType.AUDIT_EXPORTED,
+                    Outcome.SUCCESS,
+                    details={"since": args.since, "until": args.until, "records": count},
+                ),
                 CTX,
             )
         return 0

@@ -99,7 +99,9 @@ _TOP = {f.name for f in fields(Settings)} - {"branding", "policy"}
 _BRANDING = {f.name for f in fields(Branding)}
 
 
-def load_settings(environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, Any] | None = None) -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, Any] | None = None
+) -> Settings:
     env = dict(os.environ if environ is None else environ)
     raw: dict[str, Any] = {}
     config_path = env.get("ALACOP_CONFIG")
@@ -117,11 +119,11 @@ def load_settings(environ: Mapping[str, str] | None = None, *, overrides: Mappin
     for key, value in env.items():
         if not key.startswith("ALACOP_") or key in {"ALACOP_CONFIG", "ALACOP_CAPTCHA_SEED"}:
             continue
-        name = key[len("ALACOP_"):].lower()
+        name = key[len("ALACOP_") :].lower()
         if name.startswith("branding__"):
-            branding[name[len("branding__"):]] = value
+            branding[name[len("branding__") :]] = value
         elif name.startswith("policy__"):
-            policy[name[len("policy__"):]] = value
+            policy[name[len("policy__") :]] = value
         elif name in _TOP:
             top[name] = value
     top.update(overrides or {})
@@ -141,7 +143,9 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
     public_url = str(top.get("public_url", "http://127.0.0.1:8000")).strip().rstrip("/")
     parts = urlsplit(public_url)
     if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path or parts.query:
-        raise ConfigError(f"public_url: must be an http(s) origin such as https://portal.example.gov, got {public_url!r}")
+        raise ConfigError(
+            f"public_url: must be an http(s) origin such as https://portal.example.gov, got {public_url!r}"
+        )
     behind_proxy = _bool(top.get("behind_tls_proxy", False), "behind_tls_proxy")
     data_dir = Path(str(top.get("data_dir", "data"))).expanduser()
     database_url = str(top.get("database_url", "") or f"sqlite:///{(data_dir / 'alacop.db').absolute()}")
@@ -210,7 +214,17 @@ def ensure_secret(settings: Settings) -> Settings:
 def _bool(raw: object, name: str) -> bool:
     if isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.strip().lower() in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
+    if isinstance(raw, str) and raw.strip().lower() in {
+        "1",
+        "true",
+        "yes",
+        "on",
+        "0",
+        "false",
+        "no",
+        "off",
+        "",
+    }:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     raise ConfigError(f"{name}: expected true or false, got {raw!r}")
 

@@ -34,7 +34,8 @@ def build_deps(
         policy=settings.policy,
         hasher=hasher or PasswordHasher(),
         banned=BannedList.load(banned_override(settings)),
-        limiter=limiter or (RedisRateLimiter(settings.redis_url) if settings.redis_url else MemoryRateLimiter()),
+        limiter=limiter
+        or (RedisRateLimiter(settings.redis_url) if settings.redis_url else MemoryRateLimiter()),
         domain=settings.branding.domain,
         banner_sha256=settings.branding.warning_sha256,
     )

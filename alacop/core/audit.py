@@ -196,7 +196,9 @@ def verify_chain(
     checked = 0
     for record in records:
         if record.seq != expected_seq:
-            return VerifyResult(False, checked, record.seq, f"expected record {expected_seq}, found {record.seq}")
+            return VerifyResult(
+                False, checked, record.seq, f"expected record {expected_seq}, found {record.seq}"
+            )
         if record.prev_hash != expected_prev:
             return VerifyResult(False, checked, record.seq, "link to the previous record is broken")
         if not hmac.compare_digest(chain.digest(record), record.hash):

@@ -49,9 +49,19 @@ class Directory:
                 raise Conflict(f"an agency with ORI {agency.ori} exists", code="agency_exists")
             await tx.agencies.add(agency)
             await tx.audit.append(
-                AuditEvent(EventType.AGENCY_CREATED, Outcome.SUCCESS, actor_id=actor_id, agency_id=agency.id,
-                           details={"after": {"ori": agency.ori, "name": agency.name,
-                                              "email_domains": list(agency.email_domains)}}),
+                AuditEvent(
+                    EventType.AGENCY_CREATED,
+                    Outcome.SUCCESS,
+                    actor_id=actor_id,
+                    agency_id=agency.id,
+                    details={
+                        "after": {
+                            "ori": agency.ori,
+                            "name": agency.name,
+                            "email_domains": list(agency.email_domains),
+                        }
+                    },
+                ),
                 ctx,
             )
         return agency
@@ -78,7 +88,9 @@ class Directory:
         if password is None:
             generated = password = temporary_password()
         else:
-            problem = check_password(password, policy=self._deps.policy, banned=self._deps.banned, username=uname)
+            problem = check_password(
+                password, policy=self._deps.policy, banned=self._deps.banned, username=uname
+            )
             if problem is not None:
                 raise InvalidInput(problem.message, code=problem.code)
         password_hash = await asyncio.to_thread(self._deps.hasher.hash, password)
@@ -105,10 +117,23 @@ class Directory:
             )
             await tx.users.add(user)
             await tx.audit.append(
-                AuditEvent(EventType.ACCOUNT_CREATED, Outcome.SUCCESS, actor_id=actor_id, subject_id=user.id,
-                           subject_name=self._identifier(uname), agency_id=agency.id,
-                           details={"after": {"username": uname, "email": contact, "name": display,
-                                              "role": str(role), "agency": agency.ori}}),
+                AuditEvent(
+                    EventType.ACCOUNT_CREATED,
+                    Outcome.SUCCESS,
+                    actor_id=actor_id,
+                    subject_id=user.id,
+                    subject_name=self._identifier(uname),
+                    agency_id=agency.id,
+                    details={
+                        "after": {
+                            "username": uname,
+                            "email": contact,
+                            "name": display,
+                            "role": str(role),
+                            "agency": agency.ori,
+                        }
+                    },
+                ),
                 ctx,
             )
         return user, generated
@@ -128,9 +153,16 @@ class Directory:
             was_locked = throttle is not None and throttle.locked_at is not None
             await tx.throttles.clear(key)
             await tx.audit.append(
-                AuditEvent(EventType.ACCOUNT_UNLOCKED, Outcome.SUCCESS, "released_by_administrator",
-                           actor_id=actor_id, subject_id=user.id, subject_name=key, agency_id=user.agency_id,
-                           details={"before": {"locked": was_locked}, "after": {"locked": False}}),
+                AuditEvent(
+                    EventType.ACCOUNT_UNLOCKED,
+                    Outcome.SUCCESS,
+                    "released_by_administrator",
+                    actor_id=actor_id,
+                    subject_id=user.id,
+                    subject_name=key,
+                    agency_id=user.agency_id,
+                    details={"before": {"locked": was_locked}, "after": {"locked": False}},
+                ),
                 ctx,
             )
         return was_locked
@@ -141,7 +173,9 @@ class Directory:
         user = await self._user(username)
         now = self._deps.clock.now()
         changed = replace(user, status=status, disabled_at=now if status is UserStatus.DISABLED else None)
-        event_type = EventType.ACCOUNT_DISABLED if status is UserStatus.DISABLED else EventType.ACCOUNT_ENABLED
+        event_type = (
+            EventType.ACCOUNT_DISABLED if status is UserStatus.DISABLED else EventType.ACCOUNT_ENABLED
+        )
         async with self._deps.store.transaction() as tx:
             await tx.users.update(changed)
             ended = 0
@@ -149,10 +183,19 @@ class Directory:
                 # CJIS AC-2 / ASVS 7.4: disabling an account ends its sessions at once.
                 ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.ACCOUNT_DISABLED)
             await tx.audit.append(
-                AuditEvent(event_type, Outcome.SUCCESS, actor_id=actor_id, subject_id=user.id,
-                           subject_name=self._identifier(user.username), agency_id=user.agency_id,
-                           details={"before": {"status": str(user.status)}, "after": {"status": str(status)},
-                                    "sessions_ended": ended}),
+                AuditEvent(
+                    event_type,
+                    Outcome.SUCCESS,
+                    actor_id=actor_id,
+                    subject_id=user.id,
+                    subject_name=self._identifier(user.username),
+                    agency_id=user.agency_id,
+                    details={
+                        "before": {"status": str(user.status)},
+                        "after": {"status": str(status)},
+                        "sessions_ended": ended,
+                    },
+                ),
                 ctx,
             )
         return changed

@@ -15,8 +15,10 @@ def is_locked(throttle: Throttle | None) -> bool:
 
 def record_failure(throttle: Throttle | None, key: str, now: datetime, policy: Policy) -> Throttle:
     """Count one failure; the count restarts when the previous one is older than the window."""
-    if throttle is None or throttle.window_started_at is None or (
-        now - throttle.window_started_at >= policy.lockout_window
+    if (
+        throttle is None
+        or throttle.window_started_at is None
+        or (now - throttle.window_started_at >= policy.lockout_window)
     ):
         current = Throttle(key=key, failures=1, window_started_at=now, locked_at=None)
     else:

@@ -106,13 +106,9 @@ def check_password(
     """Return why a new password is refused, or None. No composition rules (NIST 800-63B)."""
     value = normalise_password(password)
     if len(value) < policy.password_min_length:
-        return PasswordProblem(
-            "password_too_short", f"Use at least {policy.password_min_length} characters."
-        )
+        return PasswordProblem("password_too_short", f"Use at least {policy.password_min_length} characters.")
     if len(value) > policy.password_max_length:
-        return PasswordProblem(
-            "password_too_long", f"Use at most {policy.password_max_length} characters."
-        )
+        return PasswordProblem("password_too_long", f"Use at most {policy.password_max_length} characters.")
     if any(unicodedata.category(ch) in _PRINTABLE_CATEGORIES_REFUSED for ch in value):
         return PasswordProblem(
             "password_unprintable", "Use letters, digits, spaces and printable symbols only."

@@ -101,7 +101,9 @@ class SessionManager:
                 await tx.sessions.touch(id_hash, now)
         return Current(session=session, user=user)
 
-    async def end(self, token: str | None, ctx: RequestContext, reason: EndReason = EndReason.SIGNED_OUT) -> bool:
+    async def end(
+        self, token: str | None, ctx: RequestContext, reason: EndReason = EndReason.SIGNED_OUT
+    ) -> bool:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return False
         id_hash = token_hash(token)

@@ -27,7 +27,7 @@ from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.errors import FlowInvalid, InvalidInput
 from alacop.core.identifiers import WrongDomain, normalise_identifier
-from alacop.core.ports import FlowRecord, Transaction
+from alacop.core.ports import FlowRecord
 from alacop.core.session_manager import open_session
 from alacop.flows.base import (
     FlowKind,
@@ -80,6 +80,8 @@ class LoginFlow:
     identifier: str | None = None
     user_id: str | None = None
     change_reason: str | None = None
+    # What the user typed at step 1, shown back to them when it was refused so they can correct it.
+    typed: str | None = None
     messages: tuple[Message, ...] = field(default_factory=tuple)
 
     def move(self, to: LoginState, *messages: Message, **changes: object) -> LoginFlow:
@@ -92,6 +94,7 @@ class LoginFlow:
             "identifier": self.identifier,
             "user_id": self.user_id,
             "change_reason": self.change_reason,
+            "typed": self.typed,
             "messages": [m.as_dict() for m in self.messages],
         }
         return FlowRecord(
@@ -124,6 +127,7 @@ class LoginFlow:
             identifier=data.get("identifier"),
             user_id=data.get("user_id"),
             change_reason=data.get("change_reason"),
+            typed=data.get("typed"),
             messages=tuple(Message(**m) for m in data.get("messages", [])),
         )
 
@@ -191,7 +195,8 @@ class LoginService:
         async with self._deps.store.transaction() as tx:
             await tx.flows.delete(flow_id[:64])
             await tx.audit.append(
-                AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": "login"}), ctx
+                AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": "login"}),
+                ctx,
             )
 
     # -- step 1: identifier -------------------------------------------------------------------
@@ -202,14 +207,17 @@ class LoginService:
         try:
             ident = normalise_identifier(raw[:1024], self._deps.domain)
         except WrongDomain:
-            return await self._stay(flow, self._wrong_domain(), ctx, "identifier_wrong_domain")
+            return await self._stay(flow, raw, self._wrong_domain(), ctx, "identifier_wrong_domain")
         except InvalidInput as exc:
             message = (
                 _msg("identifier_missing", "Enter your AlaCOP email.")
                 if exc.code == "identifier_missing"
-                else _msg("identifier_invalid", f"Enter a valid AlaCOP email, for example cs0101@{self._deps.domain}.")
+                else _msg(
+                    "identifier_invalid",
+                    f"Enter a valid AlaCOP email, for example cs0101@{self._deps.domain}.",
+                )
             )
-            return await self._stay(flow, message, ctx, exc.code)
+            return await self._stay(flow, raw, message, ctx, exc.code)
         moved = flow.move(LoginState.PASSWORD, identifier=ident.email)
         async with self._deps.store.transaction() as tx:
             await tx.flows.save(moved.to_record())
@@ -225,8 +233,10 @@ class LoginService:
             )
         return moved
 
-    async def _stay(self, flow: LoginFlow, message: Message, ctx: RequestContext, reason: str) -> LoginFlow:
-        stayed = replace(flow, messages=(message,))
+    async def _stay(
+        self, flow: LoginFlow, raw: str, message: Message, ctx: RequestContext, reason: str
+    ) -> LoginFlow:
+        stayed = replace(flow, messages=(message,), typed=raw.strip()[:254])
         async with self._deps.store.transaction() as tx:
             await tx.flows.save(stayed.to_record())
             await tx.audit.append(
@@ -236,7 +246,9 @@ class LoginService:
 
     async def change_identifier(self, flow: LoginFlow, csrf: str) -> LoginFlow:
         check_csrf(flow.to_record(), csrf)
-        moved = flow.move(LoginState.IDENTIFIER, identifier=None, user_id=None, change_reason=None)
+        moved = flow.move(
+            LoginState.IDENTIFIER, identifier=None, user_id=None, change_reason=None, typed=flow.identifier
+        )
         async with self._deps.store.transaction() as tx:
             await tx.flows.save(moved.to_record())
         return moved
@@ -255,7 +267,7 @@ class LoginService:
         async with deps.store.transaction() as tx:
             user = await tx.users.by_username(username)
             throttle = await tx.throttles.get(identifier)
-        base = {"banner_sha256": deps.banner_sha256}
+        base: dict[str, object] = {"banner_sha256": deps.banner_sha256}
 
         if lockout.is_locked(throttle):
             # Spend the same time as a real check so a locked identifier cannot be told apart.
@@ -308,9 +320,13 @@ class LoginService:
         reason = self._password.must_change(user, now)
         if reason is not None:
             notice = (
-                _msg("password_temporary", "You signed in with a temporary password. Choose a new one.", "info")
+                _msg(
+                    "password_temporary", "You signed in with a temporary password. Choose a new one.", "info"
+                )
                 if reason == "temporary"
-                else _msg("password_expired", "Your password is more than a year old. Choose a new one.", "info")
+                else _msg(
+                    "password_expired", "Your password is more than a year old. Choose a new one.", "info"
+                )
             )
             moved = flow.move(LoginState.CHANGE_PASSWORD, notice, user_id=user.id, change_reason=reason)
             async with deps.store.transaction() as tx:
@@ -372,8 +388,13 @@ class LoginService:
             await tx.users.update(user)
             if rehashed:
                 await tx.audit.append(
-                    AuditEvent(EventType.PASSWORD_REHASHED, Outcome.SUCCESS, subject_id=user.id,
-                               subject_name=identifier, agency_id=user.agency_id),
+                    AuditEvent(
+                        EventType.PASSWORD_REHASHED,
+                        Outcome.SUCCESS,
+                        subject_id=user.id,
+                        subject_name=identifier,
+                        agency_id=user.agency_id,
+                    ),
                     ctx,
                 )
             for event in tx_extra or []:
@@ -423,16 +444,28 @@ class LoginService:
                 updated = lockout.record_failure(throttle, identifier, now, deps.policy)
                 await tx.throttles.put(updated)
                 await tx.audit.append(
-                    AuditEvent(EventType.PASSWORD_CHANGE_FAILED, Outcome.FAILURE, "current_password_wrong",
-                               subject_id=user.id, subject_name=identifier, agency_id=user.agency_id,
-                               details={"consecutive_failures": updated.failures}),
+                    AuditEvent(
+                        EventType.PASSWORD_CHANGE_FAILED,
+                        Outcome.FAILURE,
+                        "current_password_wrong",
+                        subject_id=user.id,
+                        subject_name=identifier,
+                        agency_id=user.agency_id,
+                        details={"consecutive_failures": updated.failures},
+                    ),
                     ctx,
                 )
                 if updated.locked_at is not None:
                     await tx.audit.append(
-                        AuditEvent(EventType.ACCOUNT_LOCKED, Outcome.INFO, "too_many_failures",
-                                   subject_id=user.id, subject_name=identifier, agency_id=user.agency_id,
-                                   details={"failures": updated.failures}),
+                        AuditEvent(
+                            EventType.ACCOUNT_LOCKED,
+                            Outcome.INFO,
+                            "too_many_failures",
+                            subject_id=user.id,
+                            subject_name=identifier,
+                            agency_id=user.agency_id,
+                            details={"failures": updated.failures},
+                        ),
                         ctx,
                     )
                     stayed = flow.move(LoginState.IDENTIFIER, self._locked, identifier=None, user_id=None)
@@ -445,7 +478,10 @@ class LoginService:
             return LoginResult(stayed)
         problem = self._password.problem(user, new, confirm)
         if problem is None and new == current:
-            problem_code, problem_text = "password_reused", "Choose a password different from your current one."
+            problem_code, problem_text = (
+                "password_reused",
+                "Choose a password different from your current one.",
+            )
         elif problem is not None:
             problem_code, problem_text = problem.code, problem.message
         else:
@@ -455,8 +491,14 @@ class LoginService:
             async with deps.store.transaction() as tx:
                 await tx.flows.save(stayed.to_record())
                 await tx.audit.append(
-                    AuditEvent(EventType.PASSWORD_CHANGE_FAILED, Outcome.FAILURE, problem_code,
-                               subject_id=user.id, subject_name=identifier, agency_id=user.agency_id),
+                    AuditEvent(
+                        EventType.PASSWORD_CHANGE_FAILED,
+                        Outcome.FAILURE,
+                        problem_code,
+                        subject_id=user.id,
+                        subject_name=identifier,
+                        agency_id=user.agency_id,
+                    ),
                     ctx,
                 )
             return LoginResult(stayed)
@@ -472,6 +514,11 @@ class LoginService:
             agency_id=user.agency_id,
         )
         return await self._complete(
-            flow, user, identifier, ctx, {"banner_sha256": deps.banner_sha256},
-            tx_extra=[event], updated_user=changed,
+            flow,
+            user,
+            identifier,
+            ctx,
+            {"banner_sha256": deps.banner_sha256},
+            tx_extra=[event],
+            updated_user=changed,
         )

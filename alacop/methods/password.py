@@ -44,6 +44,9 @@ class PasswordMethod:
         """Why the user must choose a new password now, if they must (CJIS IA-5 f)."""
         if user.must_change_password:
             return "temporary"
-        if user.password_changed_at is None or now - user.password_changed_at >= self._deps.policy.password_max_age:
+        if (
+            user.password_changed_at is None
+            or now - user.password_changed_at >= self._deps.policy.password_max_age
+        ):
             return "expired"
         return None

@@ -102,13 +102,13 @@ def policy_from_mapping(values: dict[str, Any], *, prefix: str = "policy") -> Po
             raise ConfigError(f"{name}: unknown setting")
         default = getattr(policy, key)
         if isinstance(default, bool):
-            value = _to_bool(raw, name)
-        else:
-            value = _to_int(raw, name)
-            low, high = _BOUNDS[key]
-            if not low <= value <= high:
-                raise ConfigError(f"{name}: must be between {low} and {high} (CJIS), got {value}")
-        changes[key] = value
+            changes[key] = _to_bool(raw, name)
+            continue
+        number = _to_int(raw, name)
+        low, high = _BOUNDS[key]
+        if not low <= number <= high:
+            raise ConfigError(f"{name}: must be between {low} and {high} (CJIS), got {number}")
+        changes[key] = number
     if changes.get("social_sign_in"):
         raise ConfigError(f"{prefix}.social_sign_in: personal accounts cannot be enabled under CJIS")
     if changes.get("passkey_sign_in"):

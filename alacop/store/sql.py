@@ -288,7 +288,9 @@ class SqlAudit(_Repo):
     async def append(self, event: AuditEvent, ctx: RequestContext) -> AuditRecord:
         head = (
             await self.conn.execute(
-                select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1).with_for_update()
+                select(t.audit_head.c.seq, t.audit_head.c.hash)
+                .where(t.audit_head.c.id == 1)
+                .with_for_update()
             )
         ).one()
         record = self._chain.seal(

@@ -21,9 +21,9 @@ from starlette.templating import Jinja2Templates
 from alacop.config import Settings
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.clock import Clock
-from alacop.core.passwords import PasswordHasher
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError
+from alacop.core.passwords import PasswordHasher
 from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
 from alacop.flows.login import LoginService
@@ -130,7 +130,8 @@ async def _alacop_error(request: Request, exc: Exception) -> Response:
     event_type = EventType.RATE_LIMITED if exc.code == "rate_limited" else EventType.REQUEST_REFUSED
     try:
         await http.portal(request).audit(
-            AuditEvent(event_type, Outcome.FAILURE, exc.code, details={"path": request.url.path[:200]}), request
+            AuditEvent(event_type, Outcome.FAILURE, exc.code, details={"path": request.url.path[:200]}),
+            request,
         )
     except Exception:  # the refusal itself must still reach the user
         log.exception("could not audit a refused request")
@@ -140,9 +141,13 @@ async def _alacop_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        return await error_page(request, 404, "not_found", "Page not found", "Check the address, or go to the sign-in page.")
+        return await error_page(
+            request, 404, "not_found", "Page not found", "Check the address, or go to the sign-in page."
+        )
     if exc.status_code == 405:
-        return await error_page(request, 405, "method_not_allowed", "That action is not available here", "Go back and try again.")
+        return await error_page(
+            request, 405, "method_not_allowed", "That action is not available here", "Go back and try again."
+        )
     return await _alacop_error(request, AlacopError(str(exc.detail), code="bad_request"))
 
 

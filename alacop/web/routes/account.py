@@ -69,17 +69,28 @@ async def password_submit(request: Request) -> Response:
     p = http.portal(request)
     ctx = http.context(request)
     method = PasswordMethod(p.deps)
-    current_pw, new_pw, confirm = (http.field(form, n) for n in ("current_password", "new_password", "confirm_password"))
+    current_pw, new_pw, confirm = (
+        http.field(form, n) for n in ("current_password", "new_password", "confirm_password")
+    )
     user = who.user
     base_ctx = _signed_in_context(request, who)
 
     async def refuse(code: str, text: str) -> Response:
         await p.audit(
-            AuditEvent(EventType.PASSWORD_CHANGE_FAILED, Outcome.FAILURE, code, actor_id=user.id,
-                       subject_id=user.id, subject_name=user.username, agency_id=user.agency_id),
+            AuditEvent(
+                EventType.PASSWORD_CHANGE_FAILED,
+                Outcome.FAILURE,
+                code,
+                actor_id=user.id,
+                subject_id=user.id,
+                subject_name=user.username,
+                agency_id=user.agency_id,
+            ),
             request,
         )
-        return template(request, "account/password.html", {**base_ctx, "messages": (Message(code, text),)}, 400)
+        return template(
+            request, "account/password.html", {**base_ctx, "messages": (Message(code, text),)}, 400
+        )
 
     if not await method.verify(user, current_pw):
         return await refuse("current_password_wrong", "Your current password is incorrect.")
@@ -98,9 +109,16 @@ async def password_submit(request: Request) -> Response:
             if other.id_hash != who.session.id_hash:
                 ended += int(await tx.sessions.end(other.id_hash, now, EndReason.PASSWORD_CHANGED))
         await tx.audit.append(
-            AuditEvent(EventType.PASSWORD_CHANGED, Outcome.SUCCESS, "self_service", actor_id=user.id,
-                       subject_id=user.id, subject_name=user.username, agency_id=user.agency_id,
-                       details={"other_sessions_ended": ended}),
+            AuditEvent(
+                EventType.PASSWORD_CHANGED,
+                Outcome.SUCCESS,
+                "self_service",
+                actor_id=user.id,
+                subject_id=user.id,
+                subject_name=user.username,
+                agency_id=user.agency_id,
+                details={"other_sessions_ended": ended},
+            ),
             ctx,
         )
     done = (Message("password_changed", "Your password has been changed.", "success"),)

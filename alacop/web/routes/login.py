@@ -41,7 +41,9 @@ async def page(request: Request) -> Response:
     secret, _ = http.ensure_browser_secret(request)
     flow_id = _flow_id(request)
     if not flow_id:
-        current = await p.sessions.resolve(request.cookies.get(http.cookie_name(request, SESSION_COOKIE)), http.context(request))
+        current = await p.sessions.resolve(
+            request.cookies.get(http.cookie_name(request, SESSION_COOKIE)), http.context(request)
+        )
         if current is not None:
             return RedirectResponse("/apps", status_code=303)
         return await _restart(request, secret)
@@ -70,7 +72,8 @@ def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
 
 
 async def _step(
-    request: Request, action: Callable[[LoginFlow, dict[str, str]], Awaitable[Response | LoginFlow]],
+    request: Request,
+    action: Callable[[LoginFlow, dict[str, str]], Awaitable[Response | LoginFlow]],
     fields: tuple[str, ...],
 ) -> Response:
     await rate_limit(request, "login")
@@ -150,7 +153,9 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
     old = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
     if old and len(old) <= MAX_TOKEN_LENGTH:
         await p.sessions.end(old, http.context(request), EndReason.ROTATED)
-    target = return_to if return_to and return_to.startswith("/") and not return_to.startswith("//") else "/apps"
+    target = (
+        return_to if return_to and return_to.startswith("/") and not return_to.startswith("//") else "/apps"
+    )
     response = RedirectResponse(target, status_code=303)
     http.set_cookie(request, response, SESSION_COOKIE, token)
     return response
@@ -159,4 +164,6 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
 async def options(request: Request) -> Response:
     http.ensure_browser_secret(request)
     policy = http.portal(request).settings.policy
-    return template(request, "login/options.html", {"passkey_enabled": policy.passkey_sign_in, "social_enabled": False})
+    return template(
+        request, "login/options.html", {"passkey_enabled": policy.passkey_sign_in, "social_enabled": False}
+    )

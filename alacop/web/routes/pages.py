@@ -51,4 +51,6 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     ok = await http.portal(request).deps.store.ping()
-    return JSONResponse({"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503
+    )

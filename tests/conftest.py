@@ -1,0 +1,233 @@
+"""Shared fixtures: each app test runs on SQLite and on PostgreSQL, with an injected clock.
+
+PostgreSQL comes from ALACOP_TEST_POSTGRES_URL (default: the local trust-auth server).
+Unreachable PostgreSQL skips those cases locally and fails them under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from alacop.config import Settings, load_settings
+from alacop.core.accounts import Role, User
+from alacop.core.clock import FrozenClock
+from alacop.core.context import RequestContext
+from alacop.core.directory import Directory
+from alacop.core.passwords import PasswordHasher
+from alacop.store.database import migrate
+from alacop.store.ratelimit import MemoryRateLimiter
+from alacop.web.app import Portal, create_app
+
+T = TypeVar("T")
+PG_URL = os.environ.get("ALACOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI") == "true"
+BACKENDS = [
+    b.strip() for b in os.environ.get("ALACOP_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
+]
+STRONG = "granite harbor lantern 77"
+TABLES = ("audit_events", "sessions", "flows", "login_throttles", "users", "agencies")
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: storage backends must be reachable)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    name = f"alacop_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    try:
+        asyncio.run(pg_execute(PG_URL, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable(f"PostgreSQL unreachable at {PG_URL}: {exc.__class__.__name__}: {exc}")
+    url = re.sub(r"/[^/]*$", f"/{name}", PG_URL)
+    migrate(url)
+    yield url
+    asyncio.run(pg_execute(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def pg_execute(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        target = tmp_path / "alacop.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("postgres_database")
+    asyncio.run(
+        pg_execute(
+            url,
+            f"TRUNCATE {', '.join(TABLES)} CASCADE",
+            f"UPDATE audit_head SET seq = 0, hash = '{'0' * 64}'",
+        )
+    )
+    return url
+
+
+# -- the app harness -------------------------------------------------------------------------------
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    env = {
+        "ALACOP_ENV": "development",
+        "ALACOP_DATABASE_URL": database_url,
+        "ALACOP_DATA_DIR": str(data_dir),
+        "ALACOP_SECRET_KEY": "k" * 40,
+        "ALACOP_PUBLIC_URL": "http://127.0.0.1:8000",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return load_settings(env)
+
+
+class Harness:
+    """A running app plus handles on its clock and core, for driving flows end to end."""
+
+    def __init__(self, client: TestClient, clock: FrozenClock) -> None:
+        self.client = client
+        self.clock = clock
+
+    @property
+    def portal(self) -> Portal:
+        return self.client.app.state.portal  # type: ignore[attr-defined,no-any-return]
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return self.client.portal.call(fn, *args)  # type: ignore[union-attr]
+
+    def create_user(
+        self,
+        username: str = "cs0101",
+        password: str = STRONG,
+        *,
+        role: Role = Role.USER,
+        must_change: bool = False,
+        ori: str = "AL0010000",
+    ) -> User:
+        directory = Directory(self.portal.deps)
+        ctx = RequestContext.system("test")
+
+        async def go() -> User:
+            async with self.portal.deps.store.transaction() as tx:
+                agency = await tx.agencies.by_ori(ori)
+            if agency is None:
+                await directory.create_agency(ori, "Test County Sheriff", ["test.al.gov"], ctx)
+            user, _ = await directory.create_user(
+                username,
+                agency_ori=ori,
+                email=f"{username}@test.al.gov",
+                name="Casey Smith",
+                role=role,
+                password=password,
+                ctx=ctx,
+            )
+            if not must_change:
+                user = replace(user, must_change_password=False)
+                async with self.portal.deps.store.transaction() as tx:
+                    await tx.users.update(user)
+            return user
+
+        return self.run(go)
+
+    def user(self, username: str) -> User | None:
+        async def go() -> User | None:
+            async with self.portal.deps.store.transaction() as tx:
+                return await tx.users.by_username(username)
+
+        return self.run(go)
+
+    def audit(self) -> list[Any]:
+        async def go() -> list[Any]:
+            return [r async for r in self.portal.deps.store.audit_reader.records()]
+
+        return self.run(go)
+
+    def audit_types(self) -> list[str]:
+        return [r.type for r in self.audit()]
+
+    # -- the sign-in flow, step by step --
+    def start(self) -> Any:
+        response = self.client.get("/login")
+        assert response.status_code == 200
+        return response
+
+    def flow_of(self, response: Any) -> Any:
+        return response.context["flow"]
+
+    def identifier(self, value: str, response: Any | None = None) -> Any:
+        page = response or self.start()
+        flow = self.flow_of(page)
+        return self.client.post(
+            f"/login/identifier?flow={flow.id}", data={"identifier": value, "csrf_token": flow.csrf_token}
+        )
+
+    def password(self, page: Any, value: str) -> Any:
+        flow = self.flow_of(page)
+        return self.client.post(
+            f"/login/password?flow={flow.id}", data={"password": value, "csrf_token": flow.csrf_token}
+        )
+
+    def sign_in(self, identifier: str = "cs0101", password: str = STRONG) -> Any:
+        return self.password(self.identifier(identifier), password)
+
+
+@pytest.fixture
+def fast_hasher() -> PasswordHasher:
+    # Tests that are not about hashing use cheap parameters; the rehash test checks the real ones.
+    return PasswordHasher(memory_cost=1024, time_cost=1)
+
+
+@pytest.fixture
+def app_factory(
+    database_url: str, tmp_path: Path, fast_hasher: PasswordHasher
+) -> Iterator[Callable[..., Harness]]:
+    stack: list[TestClient] = []
+
+    def build(
+        *,
+        clock: FrozenClock | None = None,
+        hasher: PasswordHasher | None = None,
+        base_url: str = "http://127.0.0.1:8000",
+        peer: tuple[str, int] = ("127.0.0.1", 50000),
+        **overrides: Any,
+    ) -> Harness:
+        settings = make_settings(database_url, tmp_path / "data", **overrides)
+        the_clock = clock or FrozenClock()
+        app = create_app(settings, clock=the_clock, limiter=MemoryRateLimiter(), hasher=hasher or fast_hasher)
+        client = TestClient(app, base_url=base_url, client=peer)
+        client.__enter__()
+        stack.append(client)
+        return Harness(client, the_clock)
+
+    yield build
+    for client in reversed(stack):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def harness(app_factory: Callable[..., Harness]) -> Harness:
+    return app_factory()

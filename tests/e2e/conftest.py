@@ -1,0 +1,140 @@
+"""Browser (end-to-end) fixtures: a real `alacop demo` server and headless Debian Chromium.
+
+The server runs once per session on a free loopback port with its own data directory, so the
+demo account's forced password change happens once per session; `demo_account` tracks the
+account's current password so tests can sign in in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, watch
+
+STARTUP_TIMEOUT = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - loopback http only
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def portal_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start `alacop demo` on a free port; yield its base URL; stop it (by its own PID) afterwards."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp("alacop-e2e-data")
+    log_path = data_dir.parent / f"alacop-demo-{port}.log"
+    env = {**os.environ, "ALACOP_DATA_DIR": str(data_dir), "ALACOP_PUBLIC_URL": url}
+    cmd = [sys.executable, "-m", "alacop.cli", "demo", "--host", "127.0.0.1", "--port", str(port)]
+    # Output goes to a file, not a pipe: nothing can block on a full pipe and no pipe is left unclosed.
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while not _healthy(url):
+                if proc.poll() is not None:
+                    pytest.fail(
+                        f"`alacop demo` exited with {proc.returncode} before answering /healthz:\n"
+                        f"{log_path.read_text(errors='replace')}"
+                    )
+                if time.monotonic() > deadline:
+                    _stop(proc)
+                    pytest.fail(
+                        f"`alacop demo` did not answer {url}/healthz within {STARTUP_TIMEOUT:.0f}s:\n"
+                        f"{log_path.read_text(errors='replace')}"
+                    )
+                time.sleep(0.2)
+            yield url
+        finally:
+            _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def screenshots_dir() -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is not installed (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def new_page(browser: Any, portal_url: str) -> Iterator[Callable[..., tuple[Any, PageProblems]]]:
+    """Factory: `page, problems = new_page(viewport=PHONE)`; each call gets a fresh context (cookies)."""
+    contexts: list[Any] = []
+
+    def make(viewport: dict[str, int] | None = None) -> tuple[Any, PageProblems]:
+        context = browser.new_context(viewport=viewport or DESKTOP, base_url=portal_url, locale="en-US")
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        return page, watch(page)
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[..., tuple[Any, PageProblems]]) -> Iterator[Any]:
+    """A desktop-sized page that must end the test without console errors or page errors.
+
+    Tests that want to check mid-way use `new_page()` and call `problems.assert_clean()` themselves.
+    """
+    pg, problems = new_page()
+    yield pg
+    problems.assert_clean()
+
+
+@pytest.fixture(scope="session")
+def demo_account(portal_url: str) -> DemoAccount:
+    """The demo account's current password; updated by whichever test completes the forced change."""
+    return DemoAccount()
