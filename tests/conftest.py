@@ -12,6 +12,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +41,17 @@ STRONG = "granite harbor lantern 77"
 TABLES = ("audit_events", "sessions", "flows", "login_throttles", "users", "agencies")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Browser tests go last: Playwright's sync API keeps an event loop running in this thread.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run a coroutine to completion from sync fixture code, whatever loop this thread has."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(fn(*args))).result()  # type: ignore[arg-type]
+
+
 def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: storage backends must be reachable)")
@@ -57,13 +69,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def postgres_database() -> Iterator[str]:
     name = f"alacop_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     try:
-        asyncio.run(pg_execute(PG_URL, f'CREATE DATABASE "{name}"'))
+        run_async(pg_execute, PG_URL, f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError) as exc:
         unavailable(f"PostgreSQL unreachable at {PG_URL}: {exc.__class__.__name__}: {exc}")
     url = re.sub(r"/[^/]*$", f"/{name}", PG_URL)
     migrate(url)
     yield url
-    asyncio.run(pg_execute(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    run_async(pg_execute, PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def pg_execute(url: str, *statements: str) -> None:
@@ -82,12 +94,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite:///{target}"
     url: str = request.getfixturevalue("postgres_database")
-    asyncio.run(
-        pg_execute(
-            url,
-            f"TRUNCATE {', '.join(TABLES)} CASCADE",
-            f"UPDATE audit_head SET seq = 0, hash = '{'0' * 64}'",
-        )
+    run_async(
+        pg_execute,
+        url,
+        f"TRUNCATE {', '.join(TABLES)} CASCADE",
+        "UPDATE audit_head SET seq = 0, hash = repeat('0', 64)",
+        # Tamper tests drop the append-only guard, as an intruder would; every test starts with it.
+        "CREATE OR REPLACE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events "
+        "FOR EACH ROW EXECUTE FUNCTION alacop_audit_append_only()",
     )
     return url
 

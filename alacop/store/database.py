@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,15 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    """Upgrade the database; safe to run on every start."""
-    command.upgrade(alembic_config(url), revision)
+    """Upgrade the database; safe to run on every start, and from inside a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        command.upgrade(alembic_config(url), revision)
+        return
+    # Alembic's env.py runs its own event loop, which cannot nest inside a running one.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(command.upgrade, alembic_config(url), revision).result()
 
 
 async def migrate_async(url: str, revision: str = "head") -> None:

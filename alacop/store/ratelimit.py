@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -11,10 +12,10 @@ from redis.asyncio import Redis
 class MemoryRateLimiter:
     """Fixed windows per key, bounded so a flood of distinct keys cannot exhaust memory."""
 
-    def __init__(self, max_keys: int = 100_000, clock: object = None) -> None:
+    def __init__(self, max_keys: int = 100_000, now: Callable[[], float] = time.monotonic) -> None:
         self._hits: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._max_keys = max_keys
-        self._now = time.monotonic
+        self._now = now
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
         window = int(self._now() // window_seconds)
@@ -33,12 +34,13 @@ class MemoryRateLimiter:
 class RedisRateLimiter:
     """INCR with an expiry per window: every instance behind the load balancer sees one count."""
 
-    def __init__(self, url: str, prefix: str = "alacop:rl:") -> None:
-        self._redis: Redis = Redis.from_url(url)
+    def __init__(self, url: str, prefix: str = "alacop:rl:", now: Callable[[], float] = time.time) -> None:
+        self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._prefix = prefix
+        self._now = now
 
     async def hit(self, key: str, limit: int, window_seconds: int) -> bool:
-        window = int(time.time() // window_seconds)
+        window = int(self._now() // window_seconds)
         name = f"{self._prefix}{key}:{window}"
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(name)

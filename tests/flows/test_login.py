@@ -76,7 +76,8 @@ def test_correct_password_signs_in_and_reaches_apps(harness: Harness) -> None:
     assert response.template.name == "apps.html"
     assert response.context["user"].username == "cs0101"
     assert response.context["applications"] == []
-    assert "Casey Smith" in response.text and "Sign out" in response.text
+    assert "Casey Smith" in response.text
+    assert "Sign out" in response.text
     assert harness.audit_types()[-2:] == ["LoginSucceeded", "SessionStarted"]
     success = next(r for r in harness.audit() if r.type == "LoginSucceeded")
     assert harness.portal.settings.branding.warning_sha256 in success.details
@@ -91,7 +92,7 @@ def test_unknown_account_and_wrong_password_look_identical(harness: Harness) -> 
         assert page.status_code == 200
         assert page.template.name == "login/password.html"
         assert page.context["message_ids"] == ["credentials_invalid"]
-    strip = lambda html, who: html.replace(who, "X")  # noqa: E731
+    strip = lambda html, who: html.replace(who, "X")
     w = (
         strip(wrong.text, "cs0101@alacop.gov")
         .replace(harness.flow_of(wrong).id, "F")
@@ -123,7 +124,8 @@ def test_wrong_password_is_audited_without_the_password(harness: Harness) -> Non
     harness.create_user()
     harness.sign_in("cs0101", "hunter2 wrong guess")
     failed = [r for r in harness.audit() if r.type == "LoginFailed"]
-    assert failed and failed[-1].reason == "invalid_credentials"
+    assert failed
+    assert failed[-1].reason == "invalid_credentials"
     assert all("hunter2" not in r.details for r in harness.audit())
 
 
@@ -224,7 +226,8 @@ def test_temporary_password_forces_a_change_before_apps(harness: Harness) -> Non
     done = _change(harness, page, STRONG, new)
     assert done.url.path == "/apps"
     user = harness.user("cs0101")
-    assert user is not None and not user.must_change_password
+    assert user is not None
+    assert not user.must_change_password
     assert "PasswordChanged" in harness.audit_types()
     harness.client.cookies.clear()
     assert harness.sign_in("cs0101", new).url.path == "/apps"
@@ -338,7 +341,8 @@ def test_old_hash_parameters_are_upgraded_on_sign_in(app_factory) -> None:  # ty
     h.run(weaken)
     assert h.sign_in().url.path == "/apps"
     upgraded = h.user("cs0101")
-    assert upgraded is not None and upgraded.password_hash is not None
+    assert upgraded is not None
+    assert upgraded.password_hash is not None
     assert "m=19456,t=2,p=1" in upgraded.password_hash
     assert upgraded.password_hash.startswith("$argon2id$")
     assert "PasswordRehashed" in h.audit_types()

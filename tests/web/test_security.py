@@ -51,14 +51,15 @@ def test_security_headers_on_sign_in_pages(harness: Harness) -> None:
     csp = response.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in csp
     assert "script-src 'self'" in csp
-    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert "unsafe-inline" not in csp
+    assert "unsafe-eval" not in csp
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert "no-store" in response.headers["cache-control"]
     assert response.headers["x-frame-options"] == "DENY"
-    assert (
-        "<script>" not in response.text and "onclick=" not in response.text and "style=" not in response.text
-    )
+    assert "<script>" not in response.text
+    assert "onclick=" not in response.text
+    assert "style=" not in response.text
 
 
 def test_static_files_may_be_cached_but_pages_may_not(harness: Harness) -> None:
@@ -134,7 +135,8 @@ def test_unknown_flow_id_starts_over(harness: Harness) -> None:
 
 def test_404_and_405_are_pages_not_tracebacks(harness: Harness) -> None:
     missing = harness.client.get("/no/such/page")
-    assert missing.status_code == 404 and "Page not found" in missing.text
+    assert missing.status_code == 404
+    assert "Page not found" in missing.text
     wrong = harness.client.delete("/login")
     assert wrong.status_code == 405
 
@@ -198,14 +200,16 @@ def test_untrusted_peer_forwarded_header_is_not_believed(app_factory) -> None:  
 def test_health_and_readiness(harness: Harness) -> None:
     assert harness.client.get("/healthz").json() == {"status": "ok"}
     ready = harness.client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["database"] is True
+    assert ready.status_code == 200
+    assert ready.json()["database"] is True
 
 
 def test_access_log_is_json_without_query_strings(harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="alacop.access"):
         harness.client.get("/login?flow=SECRET-FLOW-ID&code=123456")
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "alacop.access"]
-    assert lines and lines[0]["path"] == "/login"
+    assert lines
+    assert lines[0]["path"] == "/login"
     assert all(
         "SECRET-FLOW-ID" not in json.dumps(line) and "123456" not in json.dumps(line) for line in lines
     )
@@ -229,4 +233,42 @@ def test_no_secret_reaches_the_audit_trail(harness: Harness) -> None:
     for secret in ("granite harbor lantern 77", "secret new passphrase 1", flow.csrf_token):
         assert secret not in dumped
     token = harness.client.cookies.get("alacop_session")
-    assert token and token not in dumped
+    assert token
+    assert token not in dumped
+
+
+def test_rate_limit_is_shared_through_redis_when_configured(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import redis
+    from starlette.testclient import TestClient
+
+    from alacop.core.passwords import PasswordHasher
+    from alacop.store.ratelimit import RedisRateLimiter
+    from alacop.web.app import create_app
+    from tests.conftest import make_settings
+    from tests.store.test_ratelimit import REDIS_URL
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        from tests.conftest import unavailable
+
+        unavailable(f"Redis unreachable: {exc}")
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    settings = make_settings(
+        database_url, tmp_path / "d", ALACOP_REDIS_URL=REDIS_URL, ALACOP_POLICY__RATE_LIMIT_PER_MINUTE="2"
+    )
+    app = create_app(settings, hasher=PasswordHasher(memory_cost=1024, time_cost=1))
+    statuses = []
+    for _ in range(2):  # two "instances" behind one load balancer, one shared count
+        with TestClient(app, base_url="http://127.0.0.1:8000", client=("192.0.2.77", 1)) as client:
+            assert isinstance(app.state.portal.deps.limiter, RedisRateLimiter)
+            for _ in range(2):
+                page = client.get("/login")
+                flow = page.context["flow"]
+                statuses.append(
+                    client.post(
+                        f"/login/identifier?flow={flow.id}",
+                        data={"identifier": "cs0101", "csrf_token": flow.csrf_token},
+                    ).status_code
+                )
+    assert statuses == [200, 200, 429, 429]

@@ -25,7 +25,8 @@ def test_session_id_is_long_random_and_stored_only_as_a_hash(harness: Harness) -
             return await tx.sessions.get(token), await tx.sessions.get(token_hash(token))
 
     raw, hashed = harness.run(lookup)
-    assert raw is None and hashed is not None
+    assert raw is None
+    assert hashed is not None
 
 
 def test_session_id_rotates_at_each_sign_in(harness: Harness) -> None:
@@ -42,7 +43,8 @@ def test_session_id_rotates_at_each_sign_in(harness: Harness) -> None:
     harness.client.cookies.set("alacop_session", first, domain="127.0.0.1")
     assert harness.client.get("/apps").url.path == "/login"
     ended = [r for r in harness.audit() if r.type == "SessionEnded"]
-    assert ended and ended[-1].reason == "rotated"
+    assert ended
+    assert ended[-1].reason == "rotated"
 
 
 def test_idle_timeout_after_30_minutes(harness: Harness) -> None:
@@ -56,7 +58,8 @@ def test_idle_timeout_after_30_minutes(harness: Harness) -> None:
     response = harness.client.get("/apps")
     assert response.url.path == "/login"
     expired = [r for r in harness.audit() if r.type == "SessionExpired"]
-    assert expired and expired[-1].reason == "idle_timeout"
+    assert expired
+    assert expired[-1].reason == "idle_timeout"
     # Once expired it stays expired, even if the clock could be argued back.
     assert harness.client.get("/apps").url.path == "/login"
 
@@ -69,7 +72,8 @@ def test_absolute_timeout_after_12_hours_despite_activity(harness: Harness) -> N
         if harness.client.get("/apps").url.path != "/apps":
             break
     expired = [r for r in harness.audit() if r.type == "SessionExpired"]
-    assert expired and expired[-1].reason == "absolute_timeout"
+    assert expired
+    assert expired[-1].reason == "absolute_timeout"
 
 
 def test_absolute_limit_is_exactly_12_hours(harness: Harness) -> None:
@@ -134,7 +138,8 @@ def test_production_cookies_are_host_prefixed_secure_httponly_lax(app_factory) -
     for part in ("Secure", "HttpOnly", "Path=/", "SameSite=lax"):
         assert part.lower() in cookie.lower()
     assert "domain=" not in cookie.lower()
-    assert "max-age" not in cookie.lower() and "expires" not in cookie.lower()
+    assert "max-age" not in cookie.lower()
+    assert "expires" not in cookie.lower()
     h.client.follow_redirects = False
     flow_page = h.client.get(page.headers["location"])
     flow = flow_page.context["flow"]
@@ -145,10 +150,12 @@ def test_production_cookies_are_host_prefixed_secure_httponly_lax(app_factory) -
         f"/login/password?flow={flow.id}",
         data={"password": "granite harbor lantern 77", "csrf_token": flow.csrf_token},
     )
-    assert signed.status_code == 303 and signed.headers["location"] == "/apps"
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/apps"
     session_cookie = signed.headers["set-cookie"]
     assert session_cookie.startswith("__Host-alacop_session=")
-    assert "secure" in session_cookie.lower() and "httponly" in session_cookie.lower()
+    assert "secure" in session_cookie.lower()
+    assert "httponly" in session_cookie.lower()
     assert "strict-transport-security" in signed.headers
 
 

@@ -1,0 +1,235 @@
+"""One conformance suite for the storage Protocols, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from alacop.core.accounts import Agency, Role, User, UserStatus
+from alacop.core.audit import AuditChain, AuditEvent, EventType, Outcome, verify_chain
+from alacop.core.clock import FrozenClock
+from alacop.core.context import RequestContext
+from alacop.core.errors import Conflict
+from alacop.core.ports import FlowRecord, Throttle
+from alacop.core.sessions import Session
+from alacop.store.database import make_engine
+from alacop.store.sql import SqlStore
+
+pytestmark = pytest.mark.storage
+CTX = RequestContext("192.0.2.1", "pytest", "req-1")
+T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    the_store = SqlStore(make_engine(database_url), AuditChain(None), FrozenClock(T0))
+    yield the_store
+    await the_store.close()
+
+
+def _agency(ori: str = "AL0010000") -> Agency:
+    return Agency(
+        id=str(uuid.uuid4()), ori=ori, name="Test County", email_domains=("a.gov", "b.gov"), created_at=T0
+    )
+
+
+def _user(agency: Agency, username: str = "cs0101") -> User:
+    return User(
+        id=str(uuid.uuid4()),
+        username=username,
+        email=f"{username}@a.gov",
+        name="Casey Smith",
+        agency_id=agency.id,
+        role=Role.COORDINATOR,
+        status=UserStatus.ACTIVE,
+        password_hash="$argon2id$x",
+        password_changed_at=T0,
+        must_change_password=True,
+        created_at=T0,
+        meta={"note": "é"},
+    )
+
+
+async def test_agencies_round_trip_and_unique_ori(store: SqlStore) -> None:
+    agency = _agency()
+    async with store.transaction() as tx:
+        await tx.agencies.add(agency)
+    async with store.transaction() as tx:
+        assert await tx.agencies.get(agency.id) == agency
+        assert await tx.agencies.by_ori("AL0010000") == agency
+        assert [a.ori for a in await tx.agencies.list()] == ["AL0010000"]
+    with pytest.raises(Conflict):
+        async with store.transaction() as tx:
+            await tx.agencies.add(replace(agency, id=str(uuid.uuid4())))
+
+
+async def test_users_round_trip_update_and_unique_username(store: SqlStore) -> None:
+    agency = _agency()
+    user = _user(agency)
+    async with store.transaction() as tx:
+        await tx.agencies.add(agency)
+        await tx.users.add(user)
+    async with store.transaction() as tx:
+        assert await tx.users.get(user.id) == user
+        assert await tx.users.by_username("cs0101") == user
+        changed = replace(
+            user,
+            status=UserStatus.DISABLED,
+            disabled_at=T0 + timedelta(seconds=1),
+            must_change_password=False,
+            last_login_at=T0,
+        )
+        await tx.users.update(changed)
+    async with store.transaction() as tx:
+        assert await tx.users.get(user.id) == changed
+        assert [u.username for u in await tx.users.list(agency.id)] == ["cs0101"]
+        assert await tx.users.list(str(uuid.uuid4())) == []
+    with pytest.raises(Conflict):
+        async with store.transaction() as tx:
+            await tx.users.add(replace(user, id=str(uuid.uuid4())))
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(store: SqlStore) -> None:
+    agency = _agency()
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as tx:
+            await tx.agencies.add(agency)
+            await tx.audit.append(AuditEvent(EventType.AGENCY_CREATED, Outcome.SUCCESS), CTX)
+            raise RuntimeError("boom")
+    async with store.transaction() as tx:
+        assert await tx.agencies.get(agency.id) is None
+    assert [r async for r in store.audit_reader.records()] == []
+    assert await store.audit_reader.head() == (0, "0" * 64)
+
+
+async def test_sessions_touch_end_and_list(store: SqlStore) -> None:
+    agency = _agency()
+    user = _user(agency)
+    session = Session(
+        id_hash="a" * 64,
+        user_id=user.id,
+        created_at=T0,
+        last_seen_at=T0,
+        expires_at=T0 + timedelta(hours=12),
+        auth_time=T0,
+        aal="aal1",
+        amr=("pwd",),
+        source_ip="192.0.2.1",
+        user_agent="pytest",
+    )
+    other = replace(session, id_hash="b" * 64)
+    async with store.transaction() as tx:
+        await tx.agencies.add(agency)
+        await tx.users.add(user)
+        await tx.sessions.add(session)
+        await tx.sessions.add(other)
+    async with store.transaction() as tx:
+        assert await tx.sessions.get("a" * 64) == session
+        await tx.sessions.touch("a" * 64, T0 + timedelta(minutes=5))
+        assert (await tx.sessions.get("a" * 64)).last_seen_at == T0 + timedelta(minutes=5)  # type: ignore[union-attr]
+        assert await tx.sessions.end("a" * 64, T0, "signed_out") is True
+        assert await tx.sessions.end("a" * 64, T0, "signed_out") is False
+        assert [s.id_hash for s in await tx.sessions.active_for_user(user.id)] == ["b" * 64]
+        assert await tx.sessions.end_all_for_user(user.id, T0, "ended_by_admin") == 1
+        assert await tx.sessions.active_for_user(user.id) == []
+        ended = await tx.sessions.get("b" * 64)
+        assert ended is not None and ended.end_reason == "ended_by_admin"
+
+
+async def test_flows_save_delete_and_purge(store: SqlStore) -> None:
+    flow = FlowRecord(
+        id="f1",
+        kind="login",
+        state="identifier",
+        issued_at=T0,
+        expires_at=T0 + timedelta(minutes=15),
+        csrf_token="c",
+        binding="b",
+        return_to="/apps",
+        payload='{"a":1}',
+    )
+    stale = replace(flow, id="f2", expires_at=T0 - timedelta(minutes=1))
+    async with store.transaction() as tx:
+        await tx.flows.add(flow)
+        await tx.flows.add(stale)
+        await tx.flows.save(replace(flow, state="password", payload='{"a":2}'))
+    async with store.transaction() as tx:
+        saved = await tx.flows.get("f1")
+        assert saved is not None and saved.state == "password" and saved.payload == '{"a":2}'
+        assert await tx.flows.purge_expired(T0) == 1
+        assert await tx.flows.get("f2") is None
+        await tx.flows.delete("f1")
+        assert await tx.flows.get("f1") is None
+
+
+async def test_throttles_put_is_an_upsert(store: SqlStore) -> None:
+    async with store.transaction() as tx:
+        await tx.throttles.put(Throttle("cs0101@alacop.gov", 1, T0, None))
+        await tx.throttles.put(Throttle("cs0101@alacop.gov", 5, T0, T0))
+    async with store.transaction() as tx:
+        assert await tx.throttles.get("cs0101@alacop.gov") == Throttle("cs0101@alacop.gov", 5, T0, T0)
+        await tx.throttles.clear("cs0101@alacop.gov")
+        assert await tx.throttles.get("cs0101@alacop.gov") is None
+
+
+async def test_audit_appends_chain_and_stream_by_time(store: SqlStore, database_url: str) -> None:
+    clock = FrozenClock(T0)
+    chained = SqlStore(make_engine(database_url), AuditChain(None), clock)
+    try:
+        for minute in range(5):
+            async with chained.transaction() as tx:
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.LOGIN_FAILED,
+                        Outcome.FAILURE,
+                        "x",
+                        details={"password": "hunter2", "n": minute},
+                    ),
+                    CTX,
+                )
+            clock.advance(timedelta(minutes=1))
+        records = [r async for r in chained.audit_reader.records()]
+        assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+        assert records[0].occurred_at == "2026-03-01T12:00:00.123456Z"
+        assert all("hunter2" not in r.details for r in records)
+        assert verify_chain(records, AuditChain(None), head=await chained.audit_reader.head()).ok
+        window = [
+            r.seq
+            async for r in chained.audit_reader.records(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
+        ]
+        assert window == [2, 3]
+    finally:
+        await chained.close()
+
+
+async def test_concurrent_appends_keep_one_unbroken_chain(database_url: str) -> None:
+    """Many writers at once (as several instances would) must never fork the chain."""
+    writers = [
+        SqlStore(make_engine(database_url, pool_size=4), AuditChain(None), FrozenClock(T0)) for _ in range(3)
+    ]
+
+    async def write(store: SqlStore, n: int) -> None:
+        for i in range(10):
+            async with store.transaction() as tx:
+                await tx.audit.append(AuditEvent(EventType.LOGIN_FAILED, Outcome.FAILURE, f"{n}-{i}"), CTX)
+
+    try:
+        await asyncio.gather(*(write(w, n) for n, w in enumerate(writers) for _ in range(2)))
+        records = [r async for r in writers[0].audit_reader.records()]
+        assert len(records) == 60
+        assert verify_chain(records, AuditChain(None), head=await writers[0].audit_reader.head()).ok
+    finally:
+        for w in writers:
+            await w.close()
+
+
+async def test_ping(store: SqlStore) -> None:
+    assert await store.ping() is True
+    broken = SqlStore(make_engine("postgresql://nobody@127.0.0.1:1/none"), AuditChain(None), FrozenClock(T0))
+    assert await broken.ping() is False
+    await broken.close()
