@@ -96,6 +96,8 @@ def _is_loopback(host: str) -> bool:
 
 
 _TOP = {f.name for f in fields(Settings)} - {"branding", "policy"}
+# Variables that share the prefix but are read elsewhere, not settings of their own.
+_NOT_SETTINGS = frozenset({"ALACOP_CONFIG", "ALACOP_CAPTCHA_SEED"})
 _BRANDING = {f.name for f in fields(Branding)}
 
 
@@ -117,7 +119,7 @@ def load_settings(
     branding: dict[str, Any] = dict(raw.get("branding", {}))
     policy: dict[str, Any] = dict(raw.get("policy", {}))
     for key, value in env.items():
-        if not key.startswith("ALACOP_") or key in {"ALACOP_CONFIG", "ALACOP_CAPTCHA_SEED"}:
+        if not key.startswith("ALACOP_") or key in _NOT_SETTINGS or key.startswith("ALACOP_TEST_"):
             continue
         name = key[len("ALACOP_") :].lower()
         if name.startswith("branding__"):
@@ -126,6 +128,9 @@ def load_settings(
             policy[name[len("policy__") :]] = value
         elif name in _TOP:
             top[name] = value
+        else:
+            # A mistyped variable (ALACOP_AUDIT_HMAC for ALACOP_AUDIT_HMAC_KEY) must not pass silently.
+            raise ConfigError(f"{key}: unknown setting")
     top.update(overrides or {})
     return _validate(top, branding, policy)
 
@@ -142,7 +147,18 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
         raise ConfigError(f"env: must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
     public_url = str(top.get("public_url", "http://127.0.0.1:8000")).strip().rstrip("/")
     parts = urlsplit(public_url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.path or parts.query:
+    try:
+        parts.port  # noqa: B018 - raises ValueError for an impossible port
+    except ValueError:
+        parts = urlsplit("invalid://")
+    if (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
         raise ConfigError(
             f"public_url: must be an http(s) origin such as https://portal.example.gov, got {public_url!r}"
         )

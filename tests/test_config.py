@@ -388,3 +388,24 @@ def test_production_on_loopback_gets_a_generated_secret(tmp_path: Path) -> None:
     settings = load_settings({"ALACOP_DATA_DIR": str(tmp_path)})
     assert ensure_secret(settings).secret_key
     assert (tmp_path / "secret.key").is_file()
+
+
+def test_mistyped_environment_variable_is_refused() -> None:
+    from alacop.config import load_settings
+    from alacop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^ALACOP_AUDIT_HMAC: unknown setting"):
+        load_settings({"ALACOP_AUDIT_HMAC": "x" * 40})
+    # Variables read elsewhere share the prefix without being settings.
+    load_settings({"ALACOP_TEST_BACKENDS": "sqlite", "ALACOP_CAPTCHA_SEED": "1", "ALACOP_CONFIG": ""})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999", "https://portal.example.gov#frag", "https://user@portal.example.gov"]
+)
+def test_public_url_refuses_ports_fragments_and_credentials(url: str) -> None:
+    from alacop.config import load_settings
+    from alacop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^public_url:"):
+        load_settings({"ALACOP_PUBLIC_URL": url})

@@ -28,15 +28,17 @@ class UserStatus(StrEnum):
 
 
 def validate_ori(value: str) -> str:
-    ori = value.strip().upper()
-    if not _ORI.match(ori):
+    # Check before upper-casing: "ß".upper() is "SS", which would turn junk into a valid-looking ORI.
+    raw = value.strip()
+    ori = raw.upper()
+    if not raw.isascii() or not _ORI.fullmatch(ori):
         raise InvalidInput("an ORI is 9 characters: 2 letters, then 7 letters or digits", code="invalid_ori")
     return ori
 
 
 def validate_username(value: str) -> str:
     username = value.strip().lower()
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):
         raise InvalidInput(
             "a username is 2-32 characters: a letter, then letters, digits, '.', '_' or '-'",
             code="invalid_username",
@@ -46,14 +48,14 @@ def validate_username(value: str) -> str:
 
 def validate_domain(value: str) -> str:
     domain = value.strip().lower()
-    if not _DOMAIN.match(domain):
+    if not domain.isascii() or not _DOMAIN.fullmatch(domain):
         raise InvalidInput(f"not a valid email domain: {value!r}", code="invalid_domain")
     return domain
 
 
 def validate_email(value: str) -> str:
     email = value.strip()
-    if not _EMAIL.match(email):
+    if not _EMAIL.fullmatch(email):
         raise InvalidInput("not a valid email address", code="invalid_email")
     local, _, domain = email.rpartition("@")
     return f"{local}@{validate_domain(domain)}"

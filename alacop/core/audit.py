@@ -106,15 +106,20 @@ class AuditRecord:
 
 
 def scrub(details: Mapping[str, object]) -> dict[str, object]:
-    clean: dict[str, object] = {}
-    for key, value in details.items():
-        if key.lower() in _SECRET_KEYS:
-            clean[key] = "[redacted]"
-        elif isinstance(value, str):
-            clean[key] = value[:512]
-        else:
-            clean[key] = value
-    return clean
+    """Redact secret-named keys at any depth and bound every string, so no caller can leak one."""
+    return {key: _scrub_value(key, value) for key, value in details.items()}
+
+
+def _scrub_value(key: str, value: object) -> object:
+    if key.lower() in _SECRET_KEYS:
+        return "[redacted]"
+    if isinstance(value, str):
+        return value[:512]
+    if isinstance(value, Mapping):
+        return {str(k): _scrub_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value("", v) for v in value]
+    return value
 
 
 class AuditChain:

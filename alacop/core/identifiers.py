@@ -39,6 +39,6 @@ def normalise_identifier(raw: str, domain: str) -> Identifier:
             raise WrongDomain(f"identifier at another domain: {given_domain[:64]}")
     else:
         local = value
-    if not _LOCAL.match(local):
+    if not _LOCAL.fullmatch(local):
         raise InvalidInput("that is not an AlaCOP email", code="identifier_invalid")
     return Identifier(username=local, domain=domain)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
 
 from alacop.core.ports import Throttle
@@ -14,15 +13,21 @@ def is_locked(throttle: Throttle | None) -> bool:
 
 
 def record_failure(throttle: Throttle | None, key: str, now: datetime, policy: Policy) -> Throttle:
-    """Count one failure; the count restarts when the previous one is older than the window."""
-    if (
-        throttle is None
-        or throttle.window_started_at is None
-        or (now - throttle.window_started_at >= policy.lockout_window)
-    ):
-        current = Throttle(key=key, failures=1, window_started_at=now, locked_at=None)
-    else:
-        current = replace(throttle, failures=throttle.failures + 1)
-    if current.failures >= policy.lockout_threshold and current.locked_at is None:
-        current = replace(current, locked_at=now)
-    return current
+    """Count one failure in a sliding window: the lock comes when `threshold` failures fall within it.
+
+    Only the latest `threshold` times are kept, which is all the rule needs. A locked counter stays
+    locked, whatever time passes, until someone releases it.
+    """
+    if throttle is not None and throttle.locked_at is not None:
+        return throttle
+    earlier = throttle.failure_times if throttle is not None else ()
+    recent = (*(t for t in earlier if now - t < policy.lockout_window), now)
+    recent = recent[-policy.lockout_threshold :]
+    locked_at = now if len(recent) >= policy.lockout_threshold else None
+    return Throttle(key=key, failure_times=recent, locked_at=locked_at)
+
+
+def failures_in_window(throttle: Throttle | None, now: datetime, policy: Policy) -> int:
+    if throttle is None:
+        return 0
+    return sum(1 for t in throttle.failure_times if now - t < policy.lockout_window)

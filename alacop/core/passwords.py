@@ -82,10 +82,9 @@ class BannedList:
 
     @classmethod
     def parse(cls, text: str) -> BannedList:
+        stripped = (line.strip() for line in text.splitlines())
         words = frozenset(
-            normalise_password(line.strip()).casefold()
-            for line in text.splitlines()
-            if line.strip() and not line.startswith("# ")
+            normalise_password(line).casefold() for line in stripped if line and not line.startswith("# ")
         )
         return cls(words)
 
@@ -97,7 +96,7 @@ class BannedList:
         return cls.parse(shipped.read_text(encoding="utf-8"))
 
 
-_PRINTABLE_CATEGORIES_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn"}
+_PRINTABLE_CATEGORIES_REFUSED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 def check_password(

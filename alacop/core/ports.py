@@ -29,12 +29,15 @@ class FlowRecord:
 
 @dataclass(frozen=True, slots=True)
 class Throttle:
-    """Consecutive failures for one normalised identifier, whether or not an account has it."""
+    """Recent consecutive failures for one normalised identifier, whether or not an account has it."""
 
     key: str
-    failures: int
-    window_started_at: datetime | None
+    failure_times: tuple[datetime, ...]
     locked_at: datetime | None
+
+    @property
+    def failures(self) -> int:
+        return len(self.failure_times)
 
 
 class AgencyRepository(Protocol):

@@ -39,7 +39,8 @@ class Session:
     end_reason: str | None = None
 
     def expiry_reason(self, now: datetime, policy: Policy) -> EndReason | None:
-        if now >= self.expires_at:
+        # The policy in force now counts too, so tightening it shortens sessions already open.
+        if now >= self.expires_at or now >= self.auth_time + policy.session_absolute:
             return EndReason.ABSOLUTE
         if now - self.last_seen_at >= policy.session_idle:
             return EndReason.IDLE

@@ -240,7 +240,13 @@ class LoginService:
         async with self._deps.store.transaction() as tx:
             await tx.flows.save(stayed.to_record())
             await tx.audit.append(
-                AuditEvent(EventType.LOGIN_FAILED, Outcome.FAILURE, reason, details={"step": flow.state}), ctx
+                AuditEvent(
+                    EventType.LOGIN_FAILED,
+                    Outcome.FAILURE,
+                    reason,
+                    details={"step": flow.state, "banner_sha256": self._deps.banner_sha256},
+                ),
+                ctx,
             )
         return stayed
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from alacop.core.accounts import Agency, Role, User, UserStatus
 from alacop.core.audit import AuditChain, AuditEvent, AuditRecord
-from alacop.core.clock import Clock, isoformat
+from alacop.core.clock import Clock, isoformat, parse_iso
 from alacop.core.context import RequestContext
 from alacop.core.errors import Conflict
 from alacop.core.ports import FlowRecord, Throttle
@@ -258,15 +258,13 @@ class SqlThrottles(_Repo):
             return None
         return Throttle(
             key=row["key"],
-            failures=row["failures"],
-            window_started_at=row["window_started_at"],
+            failure_times=tuple(parse_iso(t) for t in json.loads(row["failure_times"])),
             locked_at=row["locked_at"],
         )
 
     async def put(self, throttle: Throttle) -> None:
         values = {
-            "failures": throttle.failures,
-            "window_started_at": throttle.window_started_at,
+            "failure_times": json.dumps([isoformat(t) for t in throttle.failure_times]),
             "locked_at": throttle.locked_at,
         }
         result = await self.conn.execute(

@@ -109,8 +109,8 @@ login_throttles = Table(
     "login_throttles",
     metadata,
     Column("key", String(320), primary_key=True),
-    Column("failures", Integer, nullable=False),
-    Column("window_started_at", UTCDateTime),
+    # The times of the latest failures, as JSON; only as many as the lockout threshold are kept.
+    Column("failure_times", Text, nullable=False),
     Column("locked_at", UTCDateTime),
 )
 

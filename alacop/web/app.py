@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +25,7 @@ from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.clock import Clock
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError
+from alacop.core.housekeeping import purge_expired_flows
 from alacop.core.passwords import PasswordHasher
 from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
@@ -51,6 +54,18 @@ class Portal:
             await tx.audit.append(event, http.context(request))
 
 
+HOUSEKEEPING_SECONDS = 300
+
+
+async def _housekeeping(deps: Deps) -> None:
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        try:
+            await purge_expired_flows(deps)
+        except Exception:  # upkeep must never take the portal down; the next round retries
+            log.exception("housekeeping failed")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -73,9 +88,13 @@ def create_app(
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
         )
+        upkeep = asyncio.create_task(_housekeeping(deps))
         try:
             yield
         finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
             await deps.limiter.close()
             await deps.store.close()
 

@@ -107,3 +107,12 @@ def test_invalid_email(raw: str) -> None:
 
 def test_email_with_bad_domain_reports_the_domain() -> None:
     assert code_of(validate_email, "jsmith@localhost") == "invalid_domain"
+
+
+@pytest.mark.parametrize("value", ["alßßß0", "ALSSSSSS\u0660", "AL00000\n0"])
+def test_ori_must_be_plain_ascii(value: str) -> None:
+    from alacop.core.accounts import validate_ori
+    from alacop.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        validate_ori(value)

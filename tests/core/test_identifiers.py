@@ -71,14 +71,6 @@ def test_invalid(raw: str) -> None:
     assert code_of(raw) == "identifier_invalid"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: alacop/core/identifiers.py:11 _LOCAL ends with '$', which also matches before a trailing "
-        "newline; 'abc\\n@alacop.gov' returns username 'abc\\n' instead of raising identifier_invalid "
-        "(use \\Z or fullmatch)"
-    ),
-)
 def test_newline_inside_the_identifier_is_refused() -> None:
     assert code_of("abc\n@alacop.gov") == "identifier_invalid"
 

@@ -246,3 +246,23 @@ def test_temporary_password() -> None:
     assert first.isalnum()
     assert first != second
     assert code(first) is None
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
+def test_line_and_paragraph_separators_are_not_printable(separator: str) -> None:
+    from alacop.core.passwords import BannedList, check_password
+    from alacop.policy.cjis import Policy
+
+    problem = check_password(
+        f"long enough{separator}passphrase", policy=Policy(), banned=BannedList(frozenset())
+    )
+    assert problem is not None
+    assert problem.code == "password_unprintable"
+
+
+def test_indented_comment_is_not_a_banned_word() -> None:
+    from alacop.core.passwords import BannedList
+
+    banned = BannedList.parse("  # a comment\nhunter2\n")
+    assert len(banned) == 1
+    assert "# a comment" not in banned

@@ -90,3 +90,28 @@ def test_tokens() -> None:
     assert token_hash(first) != token_hash(second)
     assert same(first, first) is True
     assert same(first, second) is False
+
+
+def test_tightened_absolute_limit_applies_to_open_sessions() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from alacop.core.sessions import EndReason, Session
+    from alacop.policy.cjis import Policy
+
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    session = Session(
+        "h",
+        "u",
+        t0,
+        t0 + timedelta(hours=5, minutes=59),
+        t0 + timedelta(hours=12),
+        t0,
+        "aal1",
+        ("pwd",),
+        "ip",
+        "ua",
+    )
+    assert session.expiry_reason(t0 + timedelta(hours=6), Policy()) is None
+    assert (
+        session.expiry_reason(t0 + timedelta(hours=6), Policy(session_absolute_hours=6)) is EndReason.ABSOLUTE
+    )

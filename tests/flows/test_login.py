@@ -370,3 +370,21 @@ def test_refused_identifier_is_shown_back_for_correction(harness: Harness) -> No
     hostile = harness.identifier('"><script>alert(1)</script>')
     assert "<script>alert(1)</script>" not in hostile.text
     assert "&lt;script&gt;" in hostile.text or "&#34;&gt;&lt;script&gt;" in hostile.text
+
+
+def test_housekeeping_purges_only_expired_flows(harness: Harness) -> None:
+    from alacop.core.housekeeping import purge_expired_flows
+
+    old = harness.flow_of(harness.start())
+    harness.clock.advance(timedelta(minutes=16))
+    harness.client.cookies.clear()
+    fresh = harness.flow_of(harness.start())
+    assert harness.run(purge_expired_flows, harness.portal.deps) == 1
+
+    async def ids() -> tuple[object, object]:
+        async with harness.portal.deps.store.transaction() as tx:
+            return await tx.flows.get(old.id), await tx.flows.get(fresh.id)
+
+    gone, kept = harness.run(ids)
+    assert gone is None
+    assert kept is not None

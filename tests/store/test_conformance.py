@@ -169,10 +169,11 @@ async def test_flows_save_delete_and_purge(store: SqlStore) -> None:
 
 async def test_throttles_put_is_an_upsert(store: SqlStore) -> None:
     async with store.transaction() as tx:
-        await tx.throttles.put(Throttle("cs0101@alacop.gov", 1, T0, None))
-        await tx.throttles.put(Throttle("cs0101@alacop.gov", 5, T0, T0))
+        await tx.throttles.put(Throttle("cs0101@alacop.gov", (T0,), None))
+        times = tuple(T0 + timedelta(minutes=m) for m in range(5))
+        await tx.throttles.put(Throttle("cs0101@alacop.gov", times, T0))
     async with store.transaction() as tx:
-        assert await tx.throttles.get("cs0101@alacop.gov") == Throttle("cs0101@alacop.gov", 5, T0, T0)
+        assert await tx.throttles.get("cs0101@alacop.gov") == Throttle("cs0101@alacop.gov", times, T0)
         await tx.throttles.clear("cs0101@alacop.gov")
         assert await tx.throttles.get("cs0101@alacop.gov") is None
 

@@ -77,8 +77,7 @@ def upgrade() -> None:
     op.create_table(
         "login_throttles",
         sa.Column("key", sa.String(320), primary_key=True),
-        sa.Column("failures", sa.Integer, nullable=False),
-        sa.Column("window_started_at", UTCDateTime),
+        sa.Column("failure_times", sa.Text, nullable=False),
         sa.Column("locked_at", UTCDateTime),
     )
     op.create_table(
