@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
+import secrets
 import shutil
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -26,7 +29,21 @@ from alacop.core.passwords import BannedList
 from alacop.store.database import migrate
 from alacop.wiring import banned_override, build_deps
 
-CTX = RequestContext.system()
+
+def _operator_context() -> RequestContext:
+    """Command-line actions name the operating-system account and host that ran them (CJIS AU-3)."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = f"uid-{os.getuid()}"
+    return RequestContext(
+        source_ip="local",
+        user_agent=f"alacop-cli {who}@{socket.gethostname()}",
+        request_id=secrets.token_hex(8),
+    )
+
+
+CTX = _operator_context()
 
 
 class Fail(Exception):
@@ -140,7 +157,11 @@ def cmd_agencies_create(args: argparse.Namespace) -> int:
 def cmd_agencies_list(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         async with deps.store.transaction() as tx:
-            for agency in await tx.agencies.list():
+            agencies = await tx.agencies.list()
+            await tx.audit.append(
+                AuditEvent(EventType.AGENCIES_LISTED, Outcome.SUCCESS, details={"rows": len(agencies)}), CTX
+            )
+            for agency in agencies:
                 print(f"{agency.ori}\t{agency.name}\t{','.join(agency.email_domains)}")
         return 0
 
@@ -199,6 +220,15 @@ def _status_cmd(status: UserStatus) -> Callable[[argparse.Namespace], int]:
 def cmd_users_list(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         rows = await Directory(deps).users(args.agency)
+        async with deps.store.transaction() as tx:
+            await tx.audit.append(
+                AuditEvent(
+                    EventType.ACCOUNTS_LISTED,
+                    Outcome.SUCCESS,
+                    details={"agency": args.agency, "rows": len(rows)},
+                ),
+                CTX,
+            )
         print("username\trole\tstatus\tagency\tlast sign-in")
         for user, agency in rows:
             last = user.last_login_at.isoformat(timespec="seconds") if user.last_login_at else "never"
@@ -221,9 +251,6 @@ def cmd_passwords_update_banned(args: argparse.Namespace) -> int:
         raise Fail(f"{source} has only {len(banned)} entries; a banned list needs at least 1000")
     target = banned_override(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp")
-    shutil.copyfile(source, tmp)
-    tmp.replace(target)
 
     async def work(deps: Deps) -> int:
         async with deps.store.transaction() as tx:
@@ -231,6 +258,10 @@ def cmd_passwords_update_banned(args: argparse.Namespace) -> int:
                 AuditEvent(EventType.BANNED_LIST_UPDATED, Outcome.SUCCESS, details={"entries": len(banned)}),
                 CTX,
             )
+            # Replaced inside the transaction: if the file cannot be written, the event rolls back.
+            tmp = target.with_suffix(".tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)
         return 0
 
     _run(settings, work)
@@ -246,6 +277,16 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         reader = deps.store.audit_reader
         records = [r async for r in reader.records()]
         result = verify_chain(records, AuditChain(settings.audit_key), head=await reader.head())
+        async with deps.store.transaction() as tx:
+            await tx.audit.append(
+                AuditEvent(
+                    EventType.AUDIT_VERIFIED,
+                    Outcome.SUCCESS if result.ok else Outcome.FAILURE,
+                    "" if result.ok else "chain_broken",
+                    details={"checked": result.checked, "first_bad_seq": result.first_bad_seq},
+                ),
+                CTX,
+            )
         if result.ok:
             print(f"audit chain intact: {result.checked} records")
             return 0

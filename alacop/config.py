@@ -185,11 +185,20 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
         raise ConfigError("audit_hmac_key: must be at least 32 characters")
     redis_url = str(top.get("redis_url", "")).strip()
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("redis_url: must be a redis:// or rediss:// URL")
+        raise ConfigError("redis_url: must be a redis://, rediss:// or unix:// URL")
     brand = Branding(**{k: _text(v, f"branding.{k}") for k, v in branding.items()})
     if not brand.domain or "@" in brand.domain or "." not in brand.domain:
         raise ConfigError(f"branding.domain: must be a domain such as alacop.gov, got {brand.domain!r}")
     brand = replace(brand, domain=brand.domain.lower())
+    for name in ("logo_url", "seal_url"):
+        value = getattr(brand, name)
+        # The CSP allows images from this portal only, which is also what keeps a page genuine.
+        if not (value.startswith("/") and not value.startswith(("//", "/\\"))) and not value.startswith(
+            "data:image/"
+        ):
+            raise ConfigError(
+                f"branding.{name}: must be a path on this portal (/static/...) or a data: image"
+            )
     settings = Settings(
         env=env,
         public_url=public_url,

@@ -310,3 +310,26 @@ def test_export_streams_json_lines_within_the_window(
     assert all(
         "password" not in json.dumps(e["details"]).lower() or "[redacted]" in json.dumps(e) for e in window
     )
+
+
+def test_command_line_actions_name_the_operator(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import getpass
+
+    seed(capsys)
+    run(capsys, "users", "list")
+    run(capsys, "audit", "verify")
+
+    async def records() -> list:  # type: ignore[type-arg]
+        from alacop.config import load_settings
+        from alacop.wiring import build_deps
+
+        deps = build_deps(load_settings())
+        try:
+            return [r async for r in deps.store.audit_reader.records()]
+        finally:
+            await deps.store.close()
+
+    trail = run_async(records)
+    assert all(r.user_agent.startswith(f"alacop-cli {getpass.getuser()}@") for r in trail)
+    assert [r.type for r in trail][-2:] == ["AccountsListed", "AuditVerified"]
+    assert trail[-1].outcome == "success"

@@ -409,3 +409,13 @@ def test_public_url_refuses_ports_fragments_and_credentials(url: str) -> None:
 
     with pytest.raises(ConfigError, match=r"^public_url:"):
         load_settings({"ALACOP_PUBLIC_URL": url})
+
+
+@pytest.mark.parametrize("value", ["https://evil.example/logo.svg", "//evil.example/x.svg", "javascript:x"])
+def test_branding_images_must_be_served_by_the_portal(value: str) -> None:
+    from alacop.config import load_settings
+    from alacop.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^branding.logo_url:"):
+        load_settings({"ALACOP_BRANDING__LOGO_URL": value})
+    assert load_settings({"ALACOP_BRANDING__LOGO_URL": "/static/img/agency.svg"}).branding.logo_url

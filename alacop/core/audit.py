@@ -16,7 +16,6 @@ from alacop.core.context import RequestContext
 
 class EventType(StrEnum):
     BANNER_ACKNOWLEDGED = "BannerAcknowledged"
-    LOGIN_STARTED = "LoginStarted"
     LOGIN_SUCCEEDED = "LoginSucceeded"
     LOGIN_FAILED = "LoginFailed"
     ACCOUNT_LOCKED = "AccountLocked"
@@ -37,6 +36,8 @@ class EventType(StrEnum):
     RATE_LIMITED = "RateLimited"
     AUDIT_EXPORTED = "AuditExported"
     AUDIT_VERIFIED = "AuditVerified"
+    ACCOUNTS_LISTED = "AccountsListed"
+    AGENCIES_LISTED = "AgenciesListed"
 
 
 class Outcome(StrEnum):

@@ -50,7 +50,7 @@ async def open_session(
             subject_id=user.id,
             subject_name=user.username,
             agency_id=user.agency_id,
-            details={"aal": aal, "amr": list(amr), "session": session.id_hash[:12]},
+            details={"aal": aal, "amr": list(amr), "session_ref": session.id_hash[:12]},
         ),
         ctx,
     )
@@ -91,7 +91,7 @@ class SessionManager:
                         subject_id=session.user_id,
                         subject_name=user.username if user else None,
                         agency_id=user.agency_id if user else None,
-                        details={"session": id_hash[:12]},
+                        details={"session_ref": id_hash[:12]},
                     ),
                     ctx,
                 )
@@ -123,7 +123,7 @@ class SessionManager:
                     subject_id=session.user_id,
                     subject_name=user.username if user else None,
                     agency_id=user.agency_id if user else None,
-                    details={"session": id_hash[:12]},
+                    details={"session_ref": id_hash[:12]},
                 ),
                 ctx,
             )

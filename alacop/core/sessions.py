@@ -21,6 +21,7 @@ class EndReason(StrEnum):
     PASSWORD_CHANGED = "password_changed"
     ACCOUNT_DISABLED = "account_disabled"
     ROTATED = "rotated"
+    LOCKED = "account_locked"
 
 
 @dataclass(frozen=True, slots=True)

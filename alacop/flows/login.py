@@ -9,7 +9,8 @@ stateDiagram-v2
     password --> change_password: correct, but temporary or older than 365 days
     password --> complete: correct
     change_password --> change_password: refused by policy / wrong current password
-    change_password --> complete: new password set
+    change_password --> identifier: the 5th wrong current password locks the account
+    change_password --> complete: new password set (other sessions end)
     complete --> [*]
 ```
 """
@@ -40,7 +41,7 @@ from alacop.flows.base import (
     new_csrf,
     new_flow_id,
 )
-from alacop.methods.password import PasswordMethod
+from alacop.methods.password import MAX_PASSWORD_INPUT, PasswordMethod
 
 
 class LoginState(StrEnum):
@@ -60,8 +61,6 @@ TRANSITIONS: dict[LoginState, frozenset[LoginState]] = {
     ),
     LoginState.COMPLETE: frozenset(),
 }
-
-MAX_PASSWORD_INPUT = 1024
 
 
 def _msg(id: str, text: str, level: str = "error") -> Message:
@@ -284,7 +283,7 @@ class LoginService:
         now = deps.clock.now()
         if not ok or user is None:
             async with deps.store.transaction() as tx:
-                throttle = await tx.throttles.get(identifier)
+                throttle = await tx.throttles.get(identifier, for_update=True)
                 updated = lockout.record_failure(throttle, identifier, now, deps.policy)
                 await tx.throttles.put(updated)
                 subject = user.id if user else None
@@ -345,7 +344,9 @@ class LoginService:
             rehashed = True
         else:
             rehashed = False
-        return await self._complete(flow, user, identifier, ctx, base, rehashed=rehashed)
+        return await self._complete(
+            flow, user, identifier, ctx, base, rehashed=rehashed, had_throttle=throttle is not None
+        )
 
     async def _refuse(
         self,
@@ -383,14 +384,14 @@ class LoginService:
         base: dict[str, object],
         *,
         rehashed: bool = False,
-        tx_extra: list[AuditEvent] | None = None,
-        updated_user: User | None = None,
+        had_throttle: bool = True,
     ) -> LoginResult:
         now = self._deps.clock.now()
         done = flow.move(LoginState.COMPLETE)
-        user = replace(updated_user or user, last_login_at=now)
+        user = replace(user, last_login_at=now)
         async with self._deps.store.transaction() as tx:
-            await tx.throttles.clear(identifier)
+            if had_throttle:
+                await tx.throttles.clear(identifier)
             await tx.users.update(user)
             if rehashed:
                 await tx.audit.append(
@@ -403,8 +404,6 @@ class LoginService:
                     ),
                     ctx,
                 )
-            for event in tx_extra or []:
-                await tx.audit.append(event, ctx)
             await tx.audit.append(
                 AuditEvent(
                     EventType.LOGIN_SUCCEEDED,
@@ -437,94 +436,28 @@ class LoginService:
         if flow.state is not LoginState.CHANGE_PASSWORD or flow.user_id is None or flow.identifier is None:
             raise FlowInvalid("new password submitted out of turn")
         deps = self._deps
-        identifier = flow.identifier
         async with deps.store.transaction() as tx:
             user = await tx.users.get(flow.user_id)
-            throttle = await tx.throttles.get(identifier)
-        if user is None or not user.active or lockout.is_locked(throttle):
+        if user is None or not user.active:
             raise FlowInvalid("account changed during sign-in")
-        current, new, confirm = (v[:MAX_PASSWORD_INPUT] for v in (current, new, confirm))
-        if not await self._password.verify(user, current):
-            now = deps.clock.now()
-            async with deps.store.transaction() as tx:
-                updated = lockout.record_failure(throttle, identifier, now, deps.policy)
-                await tx.throttles.put(updated)
-                await tx.audit.append(
-                    AuditEvent(
-                        EventType.PASSWORD_CHANGE_FAILED,
-                        Outcome.FAILURE,
-                        "current_password_wrong",
-                        subject_id=user.id,
-                        subject_name=identifier,
-                        agency_id=user.agency_id,
-                        details={"consecutive_failures": updated.failures},
-                    ),
-                    ctx,
-                )
-                if updated.locked_at is not None:
-                    await tx.audit.append(
-                        AuditEvent(
-                            EventType.ACCOUNT_LOCKED,
-                            Outcome.INFO,
-                            "too_many_failures",
-                            subject_id=user.id,
-                            subject_name=identifier,
-                            agency_id=user.agency_id,
-                            details={"failures": updated.failures},
-                        ),
-                        ctx,
-                    )
-                    stayed = flow.move(LoginState.IDENTIFIER, self._locked, identifier=None, user_id=None)
-                else:
-                    stayed = flow.move(
-                        LoginState.CHANGE_PASSWORD,
-                        _msg("current_password_wrong", "Your current password is incorrect."),
-                    )
-                await tx.flows.save(stayed.to_record())
-            return LoginResult(stayed)
-        problem = self._password.problem(user, new, confirm)
-        if problem is None and new == current:
-            problem_code, problem_text = (
-                "password_reused",
-                "Choose a password different from your current one.",
-            )
-        elif problem is not None:
-            problem_code, problem_text = problem.code, problem.message
-        else:
-            problem_code = problem_text = ""
-        if problem_code:
-            stayed = flow.move(LoginState.CHANGE_PASSWORD, _msg(problem_code, problem_text))
-            async with deps.store.transaction() as tx:
-                await tx.flows.save(stayed.to_record())
-                await tx.audit.append(
-                    AuditEvent(
-                        EventType.PASSWORD_CHANGE_FAILED,
-                        Outcome.FAILURE,
-                        problem_code,
-                        subject_id=user.id,
-                        subject_name=identifier,
-                        agency_id=user.agency_id,
-                    ),
-                    ctx,
-                )
-            return LoginResult(stayed)
-        now = deps.clock.now()
-        changed = await self._password.with_new_password(user, new, now)
-        event = AuditEvent(
-            EventType.PASSWORD_CHANGED,
-            Outcome.SUCCESS,
-            flow.change_reason or "",
-            actor_id=user.id,
-            subject_id=user.id,
-            subject_name=identifier,
-            agency_id=user.agency_id,
+        outcome = await self._password.change(
+            user, current=current, new=new, confirm=confirm, ctx=ctx, reason=flow.change_reason or ""
         )
+        if outcome.user is None:
+            assert outcome.problem is not None
+            message = _msg(outcome.problem.code, outcome.problem.message)
+            if outcome.locked:
+                stayed = flow.move(LoginState.IDENTIFIER, self._locked, identifier=None, user_id=None)
+            else:
+                stayed = flow.move(LoginState.CHANGE_PASSWORD, message)
+            async with deps.store.transaction() as tx:
+                await tx.flows.save(stayed.to_record())
+            return LoginResult(stayed)
         return await self._complete(
             flow,
-            user,
-            identifier,
+            outcome.user,
+            flow.identifier,
             ctx,
             {"banner_sha256": deps.banner_sha256},
-            tx_extra=[event],
-            updated_user=changed,
+            had_throttle=False,
         )

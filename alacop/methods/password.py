@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
+from alacop.core import lockout
 from alacop.core.accounts import User
+from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.passwords import PasswordProblem, check_password
+from alacop.core.sessions import EndReason
+
+MAX_PASSWORD_INPUT = 1024
+CURRENT_WRONG = PasswordProblem("current_password_wrong", "Your current password is incorrect.")
+REUSED = PasswordProblem("password_reused", "Choose a password different from your current one.")
+LOCKED = PasswordProblem(
+    "account_locked",
+    "Your account is locked after too many failed attempts. "
+    "Contact your agency coordinator or the Support Center to unlock it.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOutcome:
+    """The changed account, or why the change was refused (and whether that refusal locked it)."""
+
+    user: User | None = None
+    problem: PasswordProblem | None = None
+    locked: bool = False
+    sessions_ended: int = 0
 
 
 class PasswordMethod:
@@ -50,3 +73,92 @@ class PasswordMethod:
         ):
             return "expired"
         return None
+
+    def _event(
+        self, kind: EventType, outcome: Outcome, reason: str, user: User, **details: object
+    ) -> AuditEvent:
+        return AuditEvent(
+            kind,
+            outcome,
+            reason,
+            actor_id=user.id,
+            subject_id=user.id,
+            subject_name=f"{user.username}@{self._deps.domain}",
+            agency_id=user.agency_id,
+            details=details,
+        )
+
+    async def change(
+        self,
+        user: User,
+        *,
+        current: str,
+        new: str,
+        confirm: str,
+        ctx: RequestContext,
+        reason: str,
+        keep_session: str | None = None,
+    ) -> ChangeOutcome:
+        """Change a password: the current one must be proven, and a wrong one counts toward lockout.
+
+        Every other session of the user ends (CJIS IA-11); `keep_session` names the one that stays.
+        """
+        deps = self._deps
+        identifier = f"{user.username}@{deps.domain}"
+        current, new, confirm = (v[:MAX_PASSWORD_INPUT] for v in (current, new, confirm))
+        async with deps.store.transaction() as tx:
+            throttle = await tx.throttles.get(identifier)
+        if lockout.is_locked(throttle):
+            await self.verify(None, current)
+            return ChangeOutcome(problem=LOCKED, locked=True)
+        failed = EventType.PASSWORD_CHANGE_FAILED
+        if not await self.verify(user, current):
+            now = deps.clock.now()
+            async with deps.store.transaction() as tx:
+                locked_row = await tx.throttles.get(identifier, for_update=True)
+                updated = lockout.record_failure(locked_row, identifier, now, deps.policy)
+                await tx.throttles.put(updated)
+                await tx.audit.append(
+                    self._event(
+                        failed,
+                        Outcome.FAILURE,
+                        CURRENT_WRONG.code,
+                        user,
+                        consecutive_failures=updated.failures,
+                    ),
+                    ctx,
+                )
+                if updated.locked_at is None:
+                    return ChangeOutcome(problem=CURRENT_WRONG)
+                lock_event = self._event(
+                    EventType.ACCOUNT_LOCKED,
+                    Outcome.INFO,
+                    "too_many_failures",
+                    user,
+                    failures=updated.failures,
+                )
+                await tx.audit.append(lock_event, ctx)
+                ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.LOCKED)
+            return ChangeOutcome(problem=LOCKED, locked=True, sessions_ended=ended)
+        problem = self.problem(user, new, confirm)
+        if problem is None and new == current:
+            problem = REUSED
+        if problem is not None:
+            async with deps.store.transaction() as tx:
+                await tx.audit.append(self._event(failed, Outcome.FAILURE, problem.code, user), ctx)
+            return ChangeOutcome(problem=problem)
+        now = deps.clock.now()
+        changed = await self.with_new_password(user, new, now)
+        async with deps.store.transaction() as tx:
+            await tx.users.update(changed)
+            ended = 0
+            for other in await tx.sessions.active_for_user(user.id):
+                if other.id_hash != keep_session:
+                    ended += int(await tx.sessions.end(other.id_hash, now, EndReason.PASSWORD_CHANGED))
+            await tx.audit.append(
+                self._event(
+                    EventType.PASSWORD_CHANGED, Outcome.SUCCESS, reason, user, other_sessions_ended=ended
+                ),
+                ctx,
+            )
+        return ChangeOutcome(user=changed, sessions_ended=ended)

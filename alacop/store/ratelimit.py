@@ -27,6 +27,9 @@ class MemoryRateLimiter:
             self._hits.popitem(last=False)
         return count <= limit
 
+    async def ping(self) -> bool:
+        return True
+
     async def close(self) -> None:
         self._hits.clear()
 
@@ -49,7 +52,10 @@ class RedisRateLimiter:
         return int(count) <= limit
 
     async def ping(self) -> bool:
-        return bool(await self._redis.ping())
+        try:
+            return bool(await self._redis.ping())
+        except Exception:
+            return False
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -252,9 +254,19 @@ class SqlFlows(_Repo):
 
 
 class SqlThrottles(_Repo):
-    async def get(self, key: str) -> Throttle | None:
-        row = await self._one(select(t.login_throttles).where(t.login_throttles.c.key == key))
-        if row is None:
+    async def get(self, key: str, *, for_update: bool = False) -> Throttle | None:
+        stmt = select(t.login_throttles).where(t.login_throttles.c.key == key)
+        if for_update:
+            # An empty row first, so there is always a row to lock: parallel wrong passwords
+            # are counted one after another instead of overwriting each other.
+            dialect = self.conn.dialect.name
+            ensure = (pg_insert if dialect == "postgresql" else sqlite_insert)(t.login_throttles)
+            await self.conn.execute(
+                ensure.values(key=key, failure_times="[]", locked_at=None).on_conflict_do_nothing()
+            )
+            stmt = stmt.with_for_update()
+        row = await self._one(stmt)
+        if row is None or (row["failure_times"] == "[]" and row["locked_at"] is None):
             return None
         return Throttle(
             key=row["key"],

@@ -124,7 +124,6 @@ def create_app(
         exception_handlers={
             AlacopError: _alacop_error,
             HTTPException: _http_error,
-            Exception: _server_error,
         },
         lifespan=lifespan,
     )
@@ -168,14 +167,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             request, 405, "method_not_allowed", "That action is not available here", "Go back and try again."
         )
     return await _alacop_error(request, AlacopError(str(exc.detail), code="bad_request"))
-
-
-async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    from starlette.responses import HTMLResponse
-
-    return HTMLResponse(
-        "<!doctype html><title>Something went wrong</title><h1>Something went wrong</h1>"
-        "<p>Try again in a moment. If it keeps happening, contact the Support Center.</p>",
-        status_code=500,
-    )

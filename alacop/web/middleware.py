@@ -11,6 +11,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("alacop.access")
+log = logging.getLogger("alacop")
+SERVER_ERROR_PAGE = (
+    b"<!doctype html><html lang=en><meta charset=utf-8><title>Something went wrong</title>"
+    b"<h1>Something went wrong</h1><p>Try again in a moment. If it keeps happening, contact the "
+    b"Support Center and give them the time of the error.</p></html>"
+)
 
 # No inline script anywhere; frames refused; forms post only back to us.
 CSP = (
@@ -34,9 +40,12 @@ class PortalMiddleware:
         status = 500
         is_static = scope["path"].startswith("/static/")
 
+        response_started = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
@@ -61,6 +70,22 @@ class PortalMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Caught here, inside the headers, so even a failure page carries CSP and no-store.
+            log.exception("unhandled error (request %s)", request_id)
+            if response_started:
+                raise
+            await send_wrapper(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"text/html; charset=utf-8"),
+                        (b"content-length", str(len(SERVER_ERROR_PAGE)).encode()),
+                    ],
+                }
+            )
+            await send_wrapper({"type": "http.response.body", "body": SERVER_ERROR_PAGE})
         finally:
             if not is_static:
                 _log_access(scope, status, started, request_id)

@@ -132,7 +132,7 @@ def test_digest_distinguishes_none_from_empty() -> None:
 def test_occurred_at_is_utc_with_microseconds() -> None:
     eastern = timezone(timedelta(hours=-5))
     at = datetime(2026, 1, 5, 4, 30, 15, 123, tzinfo=eastern)
-    event = AuditEvent(EventType.LOGIN_STARTED, Outcome.INFO)
+    event = AuditEvent(EventType.LOGIN_SUCCEEDED, Outcome.INFO)
     record = AuditChain().seal(event, seq=1, at=at, ctx=CTX, prev_hash=GENESIS_HASH)
     assert record.occurred_at == "2026-01-05T09:30:15.000123Z"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", record.occurred_at)

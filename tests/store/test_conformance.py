@@ -234,3 +234,28 @@ async def test_ping(store: SqlStore) -> None:
     broken = SqlStore(make_engine("postgresql://nobody@127.0.0.1:1/none"), AuditChain(None), FrozenClock(T0))
     assert await broken.ping() is False
     await broken.close()
+
+
+async def test_parallel_failures_are_all_counted(database_url: str) -> None:
+    """Parallel wrong passwords must not overwrite each other's count and so escape the lockout."""
+    from alacop.core.lockout import record_failure
+    from alacop.policy.cjis import Policy
+
+    stores = [SqlStore(make_engine(database_url), AuditChain(None), FrozenClock(T0)) for _ in range(5)]
+
+    async def fail(store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            row = await tx.throttles.get("cs0101@alacop.gov", for_update=True)
+            await asyncio.sleep(0.01)  # widen the race a lost update would need
+            await tx.throttles.put(record_failure(row, "cs0101@alacop.gov", T0, Policy()))
+
+    try:
+        await asyncio.gather(*(fail(s) for s in stores))
+        async with stores[0].transaction() as tx:
+            final = await tx.throttles.get("cs0101@alacop.gov")
+        assert final is not None
+        assert final.failures == 5
+        assert final.locked_at == T0
+    finally:
+        for s in stores:
+            await s.close()

@@ -272,3 +272,66 @@ def test_rate_limit_is_shared_through_redis_when_configured(database_url: str, t
                     ).status_code
                 )
     assert statuses == [200, 200, 429, 429]
+
+
+def test_rate_limiter_outage_fails_open_and_readyz_reports_it(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    limiter = harness.portal.deps.limiter
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(limiter, "hit", broken)
+    monkeypatch.setattr(limiter, "ping", broken)
+    harness.create_user()
+    assert harness.sign_in().url.path == "/apps"
+    monkeypatch.setattr(limiter, "ping", lambda: _false())
+    ready = harness.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "database": True, "rate_limiter": False}
+
+
+async def _false() -> bool:
+    return False
+
+
+def test_unexpected_failure_is_a_plain_500_with_security_headers(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    async def explode(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("database on fire")
+
+    monkeypatch.setattr(harness.portal.login, "start", explode)
+    harness.client.cookies.clear()
+    from starlette.testclient import TestClient
+
+    client = TestClient(harness.client.app, raise_server_exceptions=False, base_url="http://127.0.0.1:8000")
+    response = client.get("/login")
+    assert response.status_code == 500
+    assert "Something went wrong" in response.text
+    assert "database on fire" not in response.text
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_return_to_accepts_only_local_paths() -> None:
+    from alacop.web.routes.login import _LOCAL_PATH
+
+    for good in ("/apps", "/authorize?client_id=abc&state=x%20y"):
+        assert _LOCAL_PATH.fullmatch(good), good
+    for bad in (
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+        "javascript:alert(1)",
+        "/a b",
+        "",
+    ):
+        assert not _LOCAL_PATH.fullmatch(bad), bad
+
+
+def test_flow_creation_is_rate_limited_per_address(app_factory) -> None:  # type: ignore[no-untyped-def]
+    h = app_factory(ALACOP_POLICY__RATE_LIMIT_PER_MINUTE="2")
+    statuses = []
+    for _ in range(10):
+        h.client.cookies.clear()
+        statuses.append(h.client.get("/login", follow_redirects=False).status_code)
+    assert statuses[:8] == [303] * 8
+    assert statuses[8:] == [429, 429]

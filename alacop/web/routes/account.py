@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.errors import CsrfFailed
 from alacop.core.session_manager import Current
-from alacop.core.sessions import EndReason
 from alacop.flows.base import Message
 from alacop.methods.password import PasswordMethod
 from alacop.web import http
@@ -51,11 +47,20 @@ async def logout(request: Request) -> Response:
     return response
 
 
+def _password_context(request: Request, who: Current, messages: tuple[Message, ...]) -> dict[str, object]:
+    return {
+        **_signed_in_context(request, who),
+        "messages": messages,
+        "message_ids": [m.id for m in messages],
+        "policy": http.portal(request).settings.policy,
+    }
+
+
 async def password_page(request: Request) -> Response:
     who = await current(request)
     if who is None:
         return _to_login()
-    return template(request, "account/password.html", {**_signed_in_context(request, who), "messages": ()})
+    return template(request, "account/password.html", _password_context(request, who, ()))
 
 
 async def password_submit(request: Request) -> Response:
@@ -67,59 +72,22 @@ async def password_submit(request: Request) -> Response:
     if not http.check_form_token(request, http.field(form, "csrf_token")):
         raise CsrfFailed("password change without a valid token")
     p = http.portal(request)
-    ctx = http.context(request)
-    method = PasswordMethod(p.deps)
-    current_pw, new_pw, confirm = (
-        http.field(form, n) for n in ("current_password", "new_password", "confirm_password")
+    outcome = await PasswordMethod(p.deps).change(
+        who.user,
+        current=http.field(form, "current_password"),
+        new=http.field(form, "new_password"),
+        confirm=http.field(form, "confirm_password"),
+        ctx=http.context(request),
+        reason="self_service",
+        keep_session=who.session.id_hash,
     )
-    user = who.user
-    base_ctx = _signed_in_context(request, who)
-
-    async def refuse(code: str, text: str) -> Response:
-        await p.audit(
-            AuditEvent(
-                EventType.PASSWORD_CHANGE_FAILED,
-                Outcome.FAILURE,
-                code,
-                actor_id=user.id,
-                subject_id=user.id,
-                subject_name=user.username,
-                agency_id=user.agency_id,
-            ),
-            request,
-        )
-        return template(
-            request, "account/password.html", {**base_ctx, "messages": (Message(code, text),)}, 400
-        )
-
-    if not await method.verify(user, current_pw):
-        return await refuse("current_password_wrong", "Your current password is incorrect.")
-    problem = method.problem(user, new_pw, confirm)
-    if problem is None and new_pw == current_pw:
-        return await refuse("password_reused", "Choose a password different from your current one.")
-    if problem is not None:
-        return await refuse(problem.code, problem.message)
-    now = p.deps.clock.now()
-    changed = await method.with_new_password(user, new_pw, now)
-    async with p.deps.store.transaction() as tx:
-        await tx.users.update(replace(changed))
-        # Other sessions end when the password changes; this one carries on (CJIS IA-11).
-        ended = 0
-        for other in await tx.sessions.active_for_user(user.id):
-            if other.id_hash != who.session.id_hash:
-                ended += int(await tx.sessions.end(other.id_hash, now, EndReason.PASSWORD_CHANGED))
-        await tx.audit.append(
-            AuditEvent(
-                EventType.PASSWORD_CHANGED,
-                Outcome.SUCCESS,
-                "self_service",
-                actor_id=user.id,
-                subject_id=user.id,
-                subject_name=user.username,
-                agency_id=user.agency_id,
-                details={"other_sessions_ended": ended},
-            ),
-            ctx,
-        )
+    if outcome.locked:
+        # The lock ended every session, this one included: the next page is the sign-in page.
+        response = RedirectResponse("/login", status_code=303)
+        http.clear_cookie(request, response, SESSION_COOKIE)
+        return response
+    if outcome.problem is not None:
+        problem = (Message(outcome.problem.code, outcome.problem.message),)
+        return template(request, "account/password.html", _password_context(request, who, problem), 400)
     done = (Message("password_changed", "Your password has been changed.", "success"),)
-    return template(request, "account/password.html", {**base_ctx, "messages": done})
+    return template(request, "account/password.html", _password_context(request, who, done))

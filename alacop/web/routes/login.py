@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -17,6 +18,8 @@ from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
 
 SESSION_COOKIE = "alacop_session"
+# Only a path on this portal: no scheme, no "//" or "/\\" (which browsers read as another host).
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
 EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
 
 _TEMPLATES = {
@@ -31,6 +34,8 @@ def _flow_id(request: Request) -> str:
 
 
 async def _restart(request: Request, secret: str, *messages: Message) -> Response:
+    # Each new flow is a stored row: creating them is limited too, more loosely than the steps.
+    await rate_limit(request, "flow", factor=4)
     flow = await http.portal(request).login.start(secret, messages=messages)
     response = RedirectResponse(f"/login?flow={flow.id}", status_code=303)
     return http.apply_browser_cookie(request, response)

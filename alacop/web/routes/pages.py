@@ -51,7 +51,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    ok = await http.portal(request).deps.store.ping()
-    return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503
-    )
+    deps = http.portal(request).deps
+    database = await deps.store.ping()
+    limiter = await deps.limiter.ping()
+    ok = database and limiter
+    body = {"status": "ok" if ok else "unavailable", "database": database, "rate_limiter": limiter}
+    return JSONResponse(body, status_code=200 if ok else 503)
