@@ -81,7 +81,7 @@ class StepFailed(Exception):
         self.detail = detail
 
 
-def _expect(step: str, response, status: int, location_prefix: str | None = None) -> None:  # noqa: ANN001
+def _expect(step: str, response, status: int, location_prefix: str | None = None) -> None:
     if response.status_code != status:
         raise StepFailed(step, f"status {response.status_code}")
     if location_prefix is not None:
@@ -97,7 +97,7 @@ def _csrf(step: str, html: str) -> str:
     return m.group(1)
 
 
-async def _start_flow(client) -> tuple[str, str, str]:  # noqa: ANN001
+async def _start_flow(client) -> tuple[str, str, str]:
     """GET /login -> 303 /login?flow=ID -> GET it; returns (flow path, flow id, csrf)."""
     r = await client.get("/login")
     _expect("GET /login", r, 303, "/login?flow=")
@@ -110,10 +110,12 @@ async def _start_flow(client) -> tuple[str, str, str]:  # noqa: ANN001
     return loc, m.group(1), _csrf("GET /login?flow (identifier)", r.text)
 
 
-async def sign_in(client, i: int, password: str) -> None:  # noqa: ANN001
+async def sign_in(client, i: int, password: str) -> None:
     """One complete sign-in, from a fresh browser to the 'My applications' page."""
     loc, flow, csrf = await _start_flow(client)
-    r = await client.post(f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)})
+    r = await client.post(
+        f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)}
+    )
     _expect("POST /login/identifier", r, 303, loc)
     r = await client.get(loc)
     _expect("GET /login?flow (password)", r, 200)
@@ -130,11 +132,13 @@ async def sign_in(client, i: int, password: str) -> None:  # noqa: ANN001
         raise StepFailed("GET /apps", "no 'My applications'")
 
 
-async def first_sign_in(client, i: int) -> None:  # noqa: ANN001
+async def first_sign_in(client, i: int) -> None:
     """The first sign-in of a new account, through the forced password change."""
     old, new = initial_password(i), signin_password(i)
     loc, flow, csrf = await _start_flow(client)
-    r = await client.post(f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)})
+    r = await client.post(
+        f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)}
+    )
     _expect("first: POST /login/identifier", r, 303, loc)
     r = await client.get(loc)
     _expect("first: GET password page", r, 200)
@@ -168,14 +172,14 @@ def _server_cpu(pid: int) -> tuple[float, float]:
     return main, other
 
 
-async def _breakdown(clients: list, pid: int) -> dict:  # noqa: ANN001
+async def _breakdown(clients: list, pid: int) -> dict:
     """Each step of the sign-in done for every client in turn, one request at a time, with the
     worker's CPU time measured around each step: CPU per request type, free of queueing."""
     n = len(clients)
     flows: list[tuple[str, str, str]] = [("", "", "")] * n
     steps: dict[str, dict[str, float]] = {}
 
-    async def step(name: str, fn) -> None:  # noqa: ANN001
+    async def step(name: str, fn) -> None:
         m0, o0 = _server_cpu(pid)
         t0 = time.perf_counter()
         for k in range(n):
@@ -204,7 +208,8 @@ async def _breakdown(clients: list, pid: int) -> dict:  # noqa: ANN001
     async def s3(k: int) -> None:
         loc, flow, csrf = flows[k]
         r = await clients[k].post(
-            f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(k % NUSERS + 1)}
+            f"/login/identifier?flow={flow}",
+            data={"csrf_token": csrf, "identifier": username(k % NUSERS + 1)},
         )
         _expect("POST /login/identifier", r, 303, loc)
 
@@ -215,9 +220,10 @@ async def _breakdown(clients: list, pid: int) -> dict:  # noqa: ANN001
         flows[k] = (loc, flow, _csrf("GET password page", r.text))
 
     async def s5(k: int) -> None:
-        loc, flow, csrf = flows[k]
+        _loc, flow, csrf = flows[k]
         r = await clients[k].post(
-            f"/login/password?flow={flow}", data={"csrf_token": csrf, "password": signin_password(k % NUSERS + 1)}
+            f"/login/password?flow={flow}",
+            data={"csrf_token": csrf, "password": signin_password(k % NUSERS + 1)},
         )
         _expect("POST /login/password", r, 303, "/apps")
 
@@ -257,7 +263,11 @@ async def _loadgen(args: argparse.Namespace) -> dict:
             results = await asyncio.gather(
                 *(first_sign_in(c, i) for i, c in enumerate(clients, start=1)), return_exceptions=True
             )
-            errors = [f"{username(i)}: {r!r}" for i, r in enumerate(results, start=1) if isinstance(r, BaseException)]
+            errors = [
+                f"{username(i)}: {r!r}"
+                for i, r in enumerate(results, start=1)
+                if isinstance(r, BaseException)
+            ]
             return {"ok": not errors, "errors": errors}
 
         latencies: list[float] = []  # seconds, sign-ins completed inside the window
@@ -266,7 +276,7 @@ async def _loadgen(args: argparse.Namespace) -> dict:
         start = time.perf_counter()
         deadline = start + args.seconds
 
-        async def run(i: int, client) -> None:  # noqa: ANN001
+        async def run(i: int, client) -> None:
             nonlocal late
             password = signin_password(i)
             while time.perf_counter() < deadline:
@@ -348,7 +358,9 @@ def _alacop(env: dict[str, str], *cli_args: str, stdin: str | None = None) -> No
         text=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"alacop {' '.join(cli_args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+        raise SystemExit(
+            f"alacop {' '.join(cli_args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -461,7 +473,7 @@ def _run_loadgen(
 def _pct(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, round(q * len(sorted_values) + 0.5) - 1))
     return sorted_values[k]
 
 
@@ -508,11 +520,24 @@ def orchestrate(args: argparse.Namespace) -> int:
                     i,
                     subprocess.Popen(
                         [
-                            sys.executable, "-m", "alacop.cli", "users", "create", username(i),
-                            "--agency", AGENCY, "--email", f"{username(i)}@example.gov", "--password-stdin",
+                            sys.executable,
+                            "-m",
+                            "alacop.cli",
+                            "users",
+                            "create",
+                            username(i),
+                            "--agency",
+                            AGENCY,
+                            "--email",
+                            f"{username(i)}@example.gov",
+                            "--password-stdin",
                         ],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        text=True, env=env, cwd=ROOT,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        env=env,
+                        cwd=ROOT,
                     ),
                 )
                 for i in batch
@@ -524,13 +549,35 @@ def orchestrate(args: argparse.Namespace) -> int:
 
         print(f"starting portal on {base} (1 worker, core {SERVER_CORE}) ...", flush=True)
         server_cmd = [
-            "taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "alacop.cli", "serve",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "taskset",
+            "-c",
+            str(SERVER_CORE),
+            sys.executable,
+            "-m",
+            "alacop.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
         ]
         if args.profile:
             server_cmd = [
-                "taskset", "-c", str(SERVER_CORE), sys.executable, str(Path(__file__).with_name("profile_serve.py")),
-                args.profile, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                "taskset",
+                "-c",
+                str(SERVER_CORE),
+                sys.executable,
+                str(Path(__file__).with_name("profile_serve.py")),
+                args.profile,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
             ]
         log = open(log_path, "wb")
         server = subprocess.Popen(server_cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -542,7 +589,10 @@ def orchestrate(args: argparse.Namespace) -> int:
         if not first["ok"]:
             raise SystemExit("first sign-in failed:\n" + "\n".join(first["errors"]))
 
-        print(f"bare argon2id verify on core {SERVER_CORE} for {args.argon2_seconds:g} s (portal idle) ...", flush=True)
+        print(
+            f"bare argon2id verify on core {SERVER_CORE} for {args.argon2_seconds:g} s (portal idle) ...",
+            flush=True,
+        )
         argon = _argon2_rate(args.argon2_seconds)
         verifies, verifies_cpu = argon["wall"], argon["cpu"]
 
@@ -555,9 +605,15 @@ def orchestrate(args: argparse.Namespace) -> int:
 
         breakdown = None
         if args.breakdown:
-            print(f"breakdown: {args.breakdown} sign-ins, one request at a time, CPU per step ...", flush=True)
+            print(
+                f"breakdown: {args.breakdown} sign-ins, one request at a time, CPU per step ...", flush=True
+            )
             breakdown = _run_loadgen(
-                base, "breakdown", args.clients, 0, env,
+                base,
+                "breakdown",
+                args.clients,
+                0,
+                env,
                 ("--server-pid", str(server.pid), "--breakdown-flows", str(args.breakdown)),
             )["steps"]
 
@@ -574,23 +630,35 @@ def orchestrate(args: argparse.Namespace) -> int:
         print("=== AlaCOP sign-in benchmark ===")
         print(f"nproc:                         {nproc}")
         print(f"portal:                        1 worker, pinned to core {SERVER_CORE}, PostgreSQL {DB_NAME}")
-        print(f"load:                          {args.clients} clients on core {LOAD_CORE}, {args.seconds:g} s")
+        print(
+            f"load:                          {args.clients} clients on core {LOAD_CORE}, {args.seconds:g} s"
+        )
         print(f"rate limit:                    raised to {RATE_LIMIT}/min for the run")
-        print(f"sign-ins completed:            {n} (+{result['finished_after_window']} finished after the window)")
+        print(
+            f"sign-ins completed:            {n} (+{result['finished_after_window']} finished after the window)"
+        )
         print(f"sign-ins per second:           {rate:.2f}")
         print(f"sign-in latency p50:           {(_pct(lat, 0.50) * 1000):.1f} ms")
         print(f"sign-in latency p99:           {(_pct(lat, 0.99) * 1000):.1f} ms")
         if lat:
             print(f"sign-in latency mean:          {statistics.fmean(lat) * 1000:.1f} ms")
-        print(f"bare argon2id verifies/s:      {verifies:.2f}  (core {SERVER_CORE}, t=2 m=19456 p=1, wall clock)")
+        print(
+            f"bare argon2id verifies/s:      {verifies:.2f}  (core {SERVER_CORE}, t=2 m=19456 p=1, wall clock)"
+        )
         print(
             f"  per CPU-second:              {verifies_cpu:.2f}  ({1000 / verifies_cpu:.1f} ms CPU per verify)"
             + ("  WARNING: core 0 was shared with other processes" if verifies < 0.9 * verifies_cpu else "")
         )
         ratio = rate / verifies if verifies else float("nan")
-        print(f"ratio sign-ins/s / verifies/s: {ratio:.3f}  (target >= 0.85) {'OK' if ratio >= 0.85 else 'BELOW TARGET'}")
-        print(f"worker peak RSS (VmHWM):       {peak_rss:.1f} MB  (target <= 150 MB) {'OK' if peak_rss <= 150 else 'ABOVE TARGET'}")
-        print(f"worker RSS idle after start:   {rss_idle:.1f} MB; at end (VmRSS): {rss_now:.1f} MB; threads: {threads}")
+        print(
+            f"ratio sign-ins/s / verifies/s: {ratio:.3f}  (target >= 0.85) {'OK' if ratio >= 0.85 else 'BELOW TARGET'}"
+        )
+        print(
+            f"worker peak RSS (VmHWM):       {peak_rss:.1f} MB  (target <= 150 MB) {'OK' if peak_rss <= 150 else 'ABOVE TARGET'}"
+        )
+        print(
+            f"worker RSS idle after start:   {rss_idle:.1f} MB; at end (VmRSS): {rss_now:.1f} MB; threads: {threads}"
+        )
         # Where core 0's time went during the load (includes the few seconds of client start-up/drain).
         main_tid = str(server.pid)
         main_cpu = other_cpu = 0.0
@@ -624,11 +692,15 @@ def orchestrate(args: argparse.Namespace) -> int:
             label = "portal worker" if pid == server.pid else name
             by_name[label] += after - procs_before.get(pid, (name, 0.0))[1]
         by_name["load generator (core 1)"] += result.get("loadgen_cpu_s", 0.0)
-        print(f"CPU by process during load ({load_wall:.1f} s wall, top 6; other sessions' processes included):")
+        print(
+            f"CPU by process during load ({load_wall:.1f} s wall, top 6; other sessions' processes included):"
+        )
         for label, spent in by_name.most_common(6):
             print(f"  {spent:7.2f} s  {label}")
         if breakdown:
-            print(f"worker CPU per request type ({args.breakdown} sequential sign-ins; /proc jiffies of 10 ms):")
+            print(
+                f"worker CPU per request type ({args.breakdown} sequential sign-ins; /proc jiffies of 10 ms):"
+            )
             print(f"  {'step':36s} {'loop ms':>8s} {'threads ms':>10s} {'wall ms':>8s}")
             sums = [0.0, 0.0, 0.0]
             for name, v in breakdown.items():
@@ -670,7 +742,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 server.wait()
         try:
             asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"warning: could not drop {DB_NAME}: {exc}", file=sys.stderr)
         if args.keep_log and log_path.exists():
             shutil.copyfile(log_path, args.keep_log)
@@ -678,21 +750,32 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured load (default 20)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients = seeded users (default 16)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=20.0, help="length of the measured load (default 20)"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=16, help="concurrent clients = seeded users (default 16)"
+    )
     parser.add_argument("--argon2-seconds", type=float, default=5.0, help="length of the bare argon2 run")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--profile", help="run the worker under cProfile, writing stats to this path")
     parser.add_argument("--keep-log", help="copy the portal's log to this path")
     parser.add_argument(
-        "--breakdown", type=int, default=0, metavar="N",
+        "--breakdown",
+        type=int,
+        default=0,
+        metavar="N",
         help="after the load, also measure worker CPU per request type over N sequential sign-ins",
     )
     parser.add_argument("--_loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--breakdown-flows", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=["first", "load", "breakdown"], default="load", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=["first", "load", "breakdown"], default="load", help=argparse.SUPPRESS
+    )
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.clients <= 99:
