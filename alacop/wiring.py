@@ -10,7 +10,6 @@ from alacop.core.clock import Clock, SystemClock
 from alacop.core.deps import Deps
 from alacop.core.passwords import BannedList, PasswordHasher
 from alacop.core.ports import RateLimiter
-from alacop.store.database import make_engine
 from alacop.store.ratelimit import MemoryRateLimiter, RedisRateLimiter
 from alacop.store.sql import SqlStore
 
@@ -27,7 +26,7 @@ def build_deps(
     hasher: PasswordHasher | None = None,
 ) -> Deps:
     the_clock = clock or SystemClock()
-    store = SqlStore(make_engine(settings.database_url), AuditChain(settings.audit_key), the_clock)
+    store = SqlStore.open(settings.database_url, AuditChain(settings.audit_key), the_clock)
     return Deps(
         store=store,
         clock=the_clock,

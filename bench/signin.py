@@ -36,7 +36,7 @@ SERVER_CORE = 0
 LOAD_CORE = 1
 
 CSRF_RE = re.compile(r'<input type="hidden" name="csrf_token" value="([^"]+)">')
-FLOW_RE = re.compile(r"^/login\?flow=([A-Za-z0-9_\-]+)$")
+FLOW_ID_RE = re.compile(r'action="/login/identifier\?flow=([\w-]+)"')
 
 ARGON2_SNIPPET = r"""
 import json, time, argon2
@@ -98,16 +98,13 @@ def _csrf(step: str, html: str) -> str:
 
 
 async def _start_flow(client) -> tuple[str, str, str]:
-    """GET /login -> 303 /login?flow=ID -> GET it; returns (flow path, flow id, csrf)."""
+    """GET /login shows a new flow at once; returns (flow path, flow id, csrf) from its form."""
     r = await client.get("/login")
-    _expect("GET /login", r, 303, "/login?flow=")
-    loc = r.headers["location"]
-    m = FLOW_RE.match(loc)
+    _expect("GET /login (identifier)", r, 200)
+    m = FLOW_ID_RE.search(r.text)
     if not m:
-        raise StepFailed("GET /login", f"unexpected location {loc[:60]!r}")
-    r = await client.get(loc)
-    _expect("GET /login?flow (identifier)", r, 200)
-    return loc, m.group(1), _csrf("GET /login?flow (identifier)", r.text)
+        raise StepFailed("GET /login", "no flow id in the identifier form")
+    return f"/login?flow={m.group(1)}", m.group(1), _csrf("GET /login (identifier)", r.text)
 
 
 async def sign_in(client, i: int, password: str) -> None:
@@ -194,16 +191,7 @@ async def _breakdown(clients: list, pid: int) -> dict:
 
     async def s1(k: int) -> None:
         clients[k].cookies.clear()
-        r = await clients[k].get("/login")
-        _expect("GET /login", r, 303, "/login?flow=")
-        loc = r.headers["location"]
-        flows[k] = (loc, loc.split("=", 1)[1], "")
-
-    async def s2(k: int) -> None:
-        loc, flow, _ = flows[k]
-        r = await clients[k].get(loc)
-        _expect("GET identifier page", r, 200)
-        flows[k] = (loc, flow, _csrf("GET identifier page", r.text))
+        flows[k] = await _start_flow(clients[k])
 
     async def s3(k: int) -> None:
         loc, flow, csrf = flows[k]
@@ -232,8 +220,7 @@ async def _breakdown(clients: list, pid: int) -> dict:
         _expect("GET /apps", r, 200)
 
     for name, fn in (
-        ("GET /login (303, new flow)", s1),
-        ("GET /login?flow (identifier page)", s2),
+        ("GET /login (new flow, identifier page)", s1),
         ("POST /login/identifier", s3),
         ("GET /login?flow (password page)", s4),
         ("POST /login/password", s5),

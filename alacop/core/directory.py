@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import replace
 
@@ -93,7 +92,7 @@ class Directory:
             )
             if problem is not None:
                 raise InvalidInput(problem.message, code=problem.code)
-        password_hash = await asyncio.to_thread(self._deps.hasher.hash, password)
+        password_hash = await self._deps.hasher.hash_async(password)
         now = self._deps.clock.now()
         async with self._deps.store.transaction() as tx:
             agency = await tx.agencies.by_ori(validate_ori(agency_ori))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
 import string
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,7 +29,20 @@ def normalise_password(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
+def _hashing_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not every platform has affinity
+        return max(1, os.cpu_count() or 1)
+
+
 class PasswordHasher:
+    """argon2id with its own small thread pool.
+
+    One thread per core this process may use: more would not finish hashes sooner, and each
+    running hash holds 19 MiB, so an unbounded pool costs memory for nothing.
+    """
+
     def __init__(
         self,
         *,
@@ -39,6 +55,13 @@ class PasswordHasher:
         )
         # Unknown accounts are checked against this so they cost the same time as real ones.
         self._dummy = self._argon.hash(secrets.token_urlsafe(24))
+        self._pool = ThreadPoolExecutor(max_workers=_hashing_threads(), thread_name_prefix="argon2")
+
+    async def hash_async(self, password: str) -> str:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.hash, password)
+
+    async def verify_async(self, stored: str | None, password: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.verify, stored, password)
 
     def hash(self, password: str) -> str:
         return self._argon.hash(normalise_password(password))

@@ -73,31 +73,34 @@ class SessionManager:
             return None
         id_hash = token_hash(token)
         now = self._deps.clock.now()
-        async with self._deps.store.transaction() as tx:
-            session = await tx.sessions.get(id_hash)
+        # Most requests only read; a write happens once a minute (touch) or when a session ends.
+        async with self._deps.store.read() as db:
+            session = await db.sessions.get(id_hash)
             if session is None or session.ended_at is not None:
                 return None
-            reason = session.expiry_reason(now, self._deps.policy)
-            user = await tx.users.get(session.user_id)
-            if reason is None and (user is None or not user.active):
-                reason = EndReason.ACCOUNT_DISABLED
-            if reason is not None:
-                await tx.sessions.end(id_hash, now, reason)
-                await tx.audit.append(
-                    AuditEvent(
-                        EventType.SESSION_EXPIRED,
-                        Outcome.INFO,
-                        reason,
-                        subject_id=session.user_id,
-                        subject_name=user.username if user else None,
-                        agency_id=user.agency_id if user else None,
-                        details={"session_ref": id_hash[:12]},
-                    ),
-                    ctx,
-                )
-                return None
-            assert user is not None
-            if session.needs_touch(now):
+            user = await db.users.get(session.user_id)
+        reason = session.expiry_reason(now, self._deps.policy)
+        if reason is None and (user is None or not user.active):
+            reason = EndReason.ACCOUNT_DISABLED
+        if reason is not None:
+            async with self._deps.store.transaction() as tx:
+                if await tx.sessions.end(id_hash, now, reason):
+                    await tx.audit.append(
+                        AuditEvent(
+                            EventType.SESSION_EXPIRED,
+                            Outcome.INFO,
+                            reason,
+                            subject_id=session.user_id,
+                            subject_name=user.username if user else None,
+                            agency_id=user.agency_id if user else None,
+                            details={"session_ref": id_hash[:12]},
+                        ),
+                        ctx,
+                    )
+            return None
+        assert user is not None
+        if session.needs_touch(now):
+            async with self._deps.store.transaction() as tx:
                 await tx.sessions.touch(id_hash, now)
         return Current(session=session, user=user)
 

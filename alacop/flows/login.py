@@ -183,8 +183,8 @@ class LoginService:
         return flow
 
     async def load(self, flow_id: str, browser_secret: str) -> LoginFlow:
-        async with self._deps.store.transaction() as tx:
-            record = await tx.flows.get(flow_id[:64])
+        async with self._deps.store.read() as db:
+            record = await db.flows.get(flow_id[:64])
         checked = check_flow(
             record, binding=browser_binding(browser_secret), now=self._deps.clock.now(), kind=FlowKind.LOGIN
         )
@@ -269,9 +269,9 @@ class LoginService:
         username = identifier.partition("@")[0]
         password = password[:MAX_PASSWORD_INPUT]
         deps = self._deps
-        async with deps.store.transaction() as tx:
-            user = await tx.users.by_username(username)
-            throttle = await tx.throttles.get(identifier)
+        async with deps.store.read() as db:
+            user = await db.users.by_username(username)
+            throttle = await db.throttles.get(identifier)
         base: dict[str, object] = {"banner_sha256": deps.banner_sha256}
 
         if lockout.is_locked(throttle):
@@ -436,8 +436,8 @@ class LoginService:
         if flow.state is not LoginState.CHANGE_PASSWORD or flow.user_id is None or flow.identifier is None:
             raise FlowInvalid("new password submitted out of turn")
         deps = self._deps
-        async with deps.store.transaction() as tx:
-            user = await tx.users.get(flow.user_id)
+        async with deps.store.read() as db:
+            user = await db.users.get(flow.user_id)
         if user is None or not user.active:
             raise FlowInvalid("account changed during sign-in")
         outcome = await self._password.change(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -43,14 +42,13 @@ class PasswordMethod:
     async def verify(self, user: User | None, password: str) -> bool:
         # argon2 takes ~20 ms of CPU; a worker thread keeps the event loop answering meanwhile.
         stored = user.password_hash if user is not None and user.password_hash else None
-        return await asyncio.to_thread(self._deps.hasher.verify, stored, password)
+        return await self._deps.hasher.verify_async(stored, password)
 
     def needs_rehash(self, user: User) -> bool:
         return user.password_hash is not None and self._deps.hasher.needs_rehash(user.password_hash)
 
     async def rehashed(self, user: User, password: str) -> User:
-        new_hash = await asyncio.to_thread(self._deps.hasher.hash, password)
-        return replace(user, password_hash=new_hash)
+        return replace(user, password_hash=await self._deps.hasher.hash_async(password))
 
     def problem(self, user: User, new_password: str, confirm: str) -> PasswordProblem | None:
         if new_password != confirm:
@@ -60,7 +58,7 @@ class PasswordMethod:
         )
 
     async def with_new_password(self, user: User, new_password: str, now: datetime) -> User:
-        new_hash = await asyncio.to_thread(self._deps.hasher.hash, new_password)
+        new_hash = await self._deps.hasher.hash_async(new_password)
         return replace(user, password_hash=new_hash, password_changed_at=now, must_change_password=False)
 
     def must_change(self, user: User, now: datetime) -> str | None:
@@ -106,8 +104,8 @@ class PasswordMethod:
         deps = self._deps
         identifier = f"{user.username}@{deps.domain}"
         current, new, confirm = (v[:MAX_PASSWORD_INPUT] for v in (current, new, confirm))
-        async with deps.store.transaction() as tx:
-            throttle = await tx.throttles.get(identifier)
+        async with deps.store.read() as db:
+            throttle = await db.throttles.get(identifier)
         if lockout.is_locked(throttle):
             await self.verify(None, current)
             return ChangeOutcome(problem=LOCKED, locked=True)

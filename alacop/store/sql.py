@@ -1,4 +1,4 @@
-"""The SQL implementation of the core's storage Protocols."""
+"""The SQL implementation of the core's storage Protocols, for PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
@@ -8,372 +8,433 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
 from alacop.core.accounts import Agency, Role, User, UserStatus
-from alacop.core.audit import AuditChain, AuditEvent, AuditRecord
+from alacop.core.audit import GENESIS_HASH, AuditChain, AuditEvent, AuditRecord
 from alacop.core.clock import Clock, isoformat, parse_iso
 from alacop.core.context import RequestContext
 from alacop.core.errors import Conflict
 from alacop.core.ports import FlowRecord, Throttle
 from alacop.core.sessions import Session
-from alacop.store import tables as t
+from alacop.store.db import Connection, Database, Row, open_database
 
-
-def _agency(row: RowMapping) -> Agency:
-    return Agency(
-        id=row["id"],
-        ori=row["ori"],
-        name=row["name"],
-        email_domains=tuple(json.loads(row["email_domains"])),
-        created_at=row["created_at"],
-    )
-
-
-def _user(row: RowMapping) -> User:
-    return User(
-        id=row["id"],
-        username=row["username"],
-        email=row["email"],
-        name=row["name"],
-        agency_id=row["agency_id"],
-        role=Role(row["role"]),
-        status=UserStatus(row["status"]),
-        password_hash=row["password_hash"],
-        password_changed_at=row["password_changed_at"],
-        must_change_password=bool(row["must_change_password"]),
-        created_at=row["created_at"],
-        last_login_at=row["last_login_at"],
-        disabled_at=row["disabled_at"],
-        meta=json.loads(row["meta"] or "{}"),
-    )
-
-
-def _user_values(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "username": user.username,
-        "email": user.email,
-        "name": user.name,
-        "agency_id": user.agency_id,
-        "role": str(user.role),
-        "status": str(user.status),
-        "password_hash": user.password_hash,
-        "password_changed_at": user.password_changed_at,
-        "must_change_password": user.must_change_password,
-        "created_at": user.created_at,
-        "last_login_at": user.last_login_at,
-        "disabled_at": user.disabled_at,
-        "meta": json.dumps(user.meta, sort_keys=True),
-    }
-
-
-def _session(row: RowMapping) -> Session:
-    return Session(
-        id_hash=row["id_hash"],
-        user_id=row["user_id"],
-        created_at=row["created_at"],
-        last_seen_at=row["last_seen_at"],
-        expires_at=row["expires_at"],
-        auth_time=row["auth_time"],
-        aal=row["aal"],
-        amr=tuple(json.loads(row["amr"])),
-        source_ip=row["source_ip"],
-        user_agent=row["user_agent"],
-        ended_at=row["ended_at"],
-        end_reason=row["end_reason"],
-    )
-
-
-def _flow(row: RowMapping) -> FlowRecord:
-    return FlowRecord(
-        id=row["id"],
-        kind=row["kind"],
-        state=row["state"],
-        issued_at=row["issued_at"],
-        expires_at=row["expires_at"],
-        csrf_token=row["csrf_token"],
-        binding=row["binding"],
-        return_to=row["return_to"],
-        payload=row["payload"],
-    )
-
-
-def _audit(row: RowMapping) -> AuditRecord:
-    return AuditRecord(**{c: row[c] for c in AuditRecord.__slots__})  # type: ignore[attr-defined]
+_AUDIT_FIELDS = (
+    "seq",
+    "occurred_at",
+    "type",
+    "outcome",
+    "reason",
+    "actor_id",
+    "subject_id",
+    "subject_name",
+    "agency_id",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "details",
+    "prev_hash",
+    "hash",
+)
+_USER_FIELDS = (
+    "id, username, email, name, agency_id, role, status, password_hash, password_changed_at, "
+    "must_change_password, created_at, last_login_at, disabled_at, meta"
+)
 
 
 class _Repo:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, db: Database, conn: Connection) -> None:
+        self.db = db
         self.conn = conn
 
-    async def _one(self, stmt: Any) -> RowMapping | None:
-        return (await self.conn.execute(stmt)).mappings().first()
+    async def _insert(self, sql: str, *args: Any, conflict: str, detail: str) -> None:
+        try:
+            await self.conn.execute(sql, *args)
+        except self.db.integrity_errors as exc:
+            raise Conflict(detail, code=conflict) from exc
 
 
 class SqlAgencies(_Repo):
+    def _agency(self, row: Row) -> Agency:
+        return Agency(
+            id=row["id"],
+            ori=row["ori"],
+            name=row["name"],
+            email_domains=tuple(json.loads(row["email_domains"])),
+            created_at=self.conn.dt(row["created_at"]),
+        )
+
     async def add(self, agency: Agency) -> None:
-        try:
-            await self.conn.execute(
-                insert(t.agencies).values(
-                    id=agency.id,
-                    ori=agency.ori,
-                    name=agency.name,
-                    email_domains=json.dumps(list(agency.email_domains)),
-                    created_at=agency.created_at,
-                )
-            )
-        except IntegrityError as exc:
-            raise Conflict("an agency with that ORI exists", code="agency_exists") from exc
+        await self._insert(
+            "INSERT INTO agencies (id, ori, name, email_domains, created_at) VALUES ($1, $2, $3, $4, $5)",
+            agency.id,
+            agency.ori,
+            agency.name,
+            json.dumps(list(agency.email_domains)),
+            self.conn.ts(agency.created_at),
+            conflict="agency_exists",
+            detail="an agency with that ORI exists",
+        )
 
     async def get(self, agency_id: str) -> Agency | None:
-        row = await self._one(select(t.agencies).where(t.agencies.c.id == agency_id))
-        return _agency(row) if row else None
+        row = await self.conn.fetchrow("SELECT * FROM agencies WHERE id = $1", agency_id)
+        return self._agency(row) if row else None
 
     async def by_ori(self, ori: str) -> Agency | None:
-        row = await self._one(select(t.agencies).where(t.agencies.c.ori == ori))
-        return _agency(row) if row else None
+        row = await self.conn.fetchrow("SELECT * FROM agencies WHERE ori = $1", ori)
+        return self._agency(row) if row else None
 
     async def list(self) -> Sequence[Agency]:
-        rows = (await self.conn.execute(select(t.agencies).order_by(t.agencies.c.name))).mappings()
-        return [_agency(r) for r in rows]
+        return [self._agency(r) for r in await self.conn.fetch("SELECT * FROM agencies ORDER BY name, ori")]
 
 
 class SqlUsers(_Repo):
+    def _user(self, row: Row) -> User:
+        dt = self.conn.dt
+        return User(
+            id=row["id"],
+            username=row["username"],
+            email=row["email"],
+            name=row["name"],
+            agency_id=row["agency_id"],
+            role=Role(row["role"]),
+            status=UserStatus(row["status"]),
+            password_hash=row["password_hash"],
+            password_changed_at=dt(row["password_changed_at"]),
+            must_change_password=bool(row["must_change_password"]),
+            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
+            last_login_at=dt(row["last_login_at"]),
+            disabled_at=dt(row["disabled_at"]),
+            meta=json.loads(row["meta"] or "{}"),
+        )
+
+    def _values(self, user: User) -> tuple[Any, ...]:
+        ts = self.conn.ts
+        return (
+            user.id,
+            user.username,
+            user.email,
+            user.name,
+            user.agency_id,
+            str(user.role),
+            str(user.status),
+            user.password_hash,
+            ts(user.password_changed_at),
+            user.must_change_password,
+            ts(user.created_at),
+            ts(user.last_login_at),
+            ts(user.disabled_at),
+            json.dumps(user.meta, sort_keys=True),
+        )
+
     async def add(self, user: User) -> None:
-        try:
-            await self.conn.execute(insert(t.users).values(**_user_values(user)))
-        except IntegrityError as exc:
-            raise Conflict("that username is taken", code="username_taken") from exc
+        await self._insert(
+            f"INSERT INTO users ({_USER_FIELDS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            *self._values(user),
+            conflict="username_taken",
+            detail="that username is taken",
+        )
 
     async def get(self, user_id: str) -> User | None:
-        row = await self._one(select(t.users).where(t.users.c.id == user_id))
-        return _user(row) if row else None
+        row = await self.conn.fetchrow(f"SELECT {_USER_FIELDS} FROM users WHERE id = $1", user_id)
+        return self._user(row) if row else None
 
     async def by_username(self, username: str) -> User | None:
-        row = await self._one(select(t.users).where(t.users.c.username == username))
-        return _user(row) if row else None
+        row = await self.conn.fetchrow(f"SELECT {_USER_FIELDS} FROM users WHERE username = $1", username)
+        return self._user(row) if row else None
 
     async def list(self, agency_id: str | None = None) -> Sequence[User]:
-        stmt = select(t.users).order_by(t.users.c.username)
-        if agency_id is not None:
-            stmt = stmt.where(t.users.c.agency_id == agency_id)
-        return [_user(r) for r in (await self.conn.execute(stmt)).mappings()]
+        if agency_id is None:
+            rows = await self.conn.fetch(f"SELECT {_USER_FIELDS} FROM users ORDER BY username")
+        else:
+            rows = await self.conn.fetch(
+                f"SELECT {_USER_FIELDS} FROM users WHERE agency_id = $1 ORDER BY username", agency_id
+            )
+        return [self._user(r) for r in rows]
 
     async def update(self, user: User) -> None:
-        values = _user_values(user)
-        values.pop("id")
-        await self.conn.execute(update(t.users).where(t.users.c.id == user.id).values(**values))
+        await self.conn.execute(
+            "UPDATE users SET username = $2, email = $3, name = $4, agency_id = $5, role = $6, status = $7, "
+            "password_hash = $8, password_changed_at = $9, must_change_password = $10, created_at = $11, "
+            "last_login_at = $12, disabled_at = $13, meta = $14 WHERE id = $1",
+            *self._values(user),
+        )
 
 
 class SqlSessions(_Repo):
+    def _session(self, row: Row) -> Session:
+        dt = self.conn.dt
+        return Session(
+            id_hash=row["id_hash"],
+            user_id=row["user_id"],
+            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
+            last_seen_at=dt(row["last_seen_at"]),  # type: ignore[arg-type]
+            expires_at=dt(row["expires_at"]),  # type: ignore[arg-type]
+            auth_time=dt(row["auth_time"]),  # type: ignore[arg-type]
+            aal=row["aal"],
+            amr=tuple(json.loads(row["amr"])),
+            source_ip=row["source_ip"],
+            user_agent=row["user_agent"],
+            ended_at=dt(row["ended_at"]),
+            end_reason=row["end_reason"],
+        )
+
     async def add(self, session: Session) -> None:
+        ts = self.conn.ts
         await self.conn.execute(
-            insert(t.sessions).values(
-                id_hash=session.id_hash,
-                user_id=session.user_id,
-                created_at=session.created_at,
-                last_seen_at=session.last_seen_at,
-                expires_at=session.expires_at,
-                auth_time=session.auth_time,
-                aal=session.aal,
-                amr=json.dumps(list(session.amr)),
-                source_ip=session.source_ip,
-                user_agent=session.user_agent,
-            )
+            "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, auth_time, aal, "
+            "amr, source_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            session.id_hash,
+            session.user_id,
+            ts(session.created_at),
+            ts(session.last_seen_at),
+            ts(session.expires_at),
+            ts(session.auth_time),
+            session.aal,
+            json.dumps(list(session.amr)),
+            session.source_ip,
+            session.user_agent,
         )
 
     async def get(self, id_hash: str) -> Session | None:
-        row = await self._one(select(t.sessions).where(t.sessions.c.id_hash == id_hash))
-        return _session(row) if row else None
+        row = await self.conn.fetchrow("SELECT * FROM sessions WHERE id_hash = $1", id_hash)
+        return self._session(row) if row else None
 
     async def touch(self, id_hash: str, at: datetime) -> None:
         await self.conn.execute(
-            update(t.sessions).where(t.sessions.c.id_hash == id_hash).values(last_seen_at=at)
+            "UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1", id_hash, self.conn.ts(at)
         )
 
     async def end(self, id_hash: str, at: datetime, reason: str) -> bool:
-        result = await self.conn.execute(
-            update(t.sessions)
-            .where(t.sessions.c.id_hash == id_hash, t.sessions.c.ended_at.is_(None))
-            .values(ended_at=at, end_reason=reason)
+        count = await self.conn.execute(
+            "UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE id_hash = $1 AND ended_at IS NULL",
+            id_hash,
+            self.conn.ts(at),
+            reason,
         )
-        return bool(result.rowcount)
+        return count > 0
 
     async def end_all_for_user(self, user_id: str, at: datetime, reason: str) -> int:
-        result = await self.conn.execute(
-            update(t.sessions)
-            .where(t.sessions.c.user_id == user_id, t.sessions.c.ended_at.is_(None))
-            .values(ended_at=at, end_reason=reason)
+        return await self.conn.execute(
+            "UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE user_id = $1 AND ended_at IS NULL",
+            user_id,
+            self.conn.ts(at),
+            reason,
         )
-        return int(result.rowcount)
 
     async def active_for_user(self, user_id: str) -> Sequence[Session]:
-        stmt = (
-            select(t.sessions)
-            .where(t.sessions.c.user_id == user_id, t.sessions.c.ended_at.is_(None))
-            .order_by(t.sessions.c.created_at.desc())
+        rows = await self.conn.fetch(
+            "SELECT * FROM sessions WHERE user_id = $1 AND ended_at IS NULL ORDER BY created_at DESC", user_id
         )
-        return [_session(r) for r in (await self.conn.execute(stmt)).mappings()]
+        return [self._session(r) for r in rows]
 
 
 class SqlFlows(_Repo):
-    def _values(self, flow: FlowRecord) -> dict[str, Any]:
-        return {
-            "kind": flow.kind,
-            "state": flow.state,
-            "issued_at": flow.issued_at,
-            "expires_at": flow.expires_at,
-            "csrf_token": flow.csrf_token,
-            "binding": flow.binding,
-            "return_to": flow.return_to,
-            "payload": flow.payload,
-        }
+    def _flow(self, row: Row) -> FlowRecord:
+        return FlowRecord(
+            id=row["id"],
+            kind=row["kind"],
+            state=row["state"],
+            issued_at=self.conn.dt(row["issued_at"]),  # type: ignore[arg-type]
+            expires_at=self.conn.dt(row["expires_at"]),  # type: ignore[arg-type]
+            csrf_token=row["csrf_token"],
+            binding=row["binding"],
+            return_to=row["return_to"],
+            payload=row["payload"],
+        )
+
+    def _values(self, flow: FlowRecord) -> tuple[Any, ...]:
+        return (
+            flow.id,
+            flow.kind,
+            flow.state,
+            self.conn.ts(flow.issued_at),
+            self.conn.ts(flow.expires_at),
+            flow.csrf_token,
+            flow.binding,
+            flow.return_to,
+            flow.payload,
+        )
 
     async def add(self, flow: FlowRecord) -> None:
-        await self.conn.execute(insert(t.flows).values(id=flow.id, **self._values(flow)))
+        await self.conn.execute(
+            "INSERT INTO flows (id, kind, state, issued_at, expires_at, csrf_token, binding, return_to, "
+            "payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            *self._values(flow),
+        )
 
     async def get(self, flow_id: str) -> FlowRecord | None:
-        row = await self._one(select(t.flows).where(t.flows.c.id == flow_id))
-        return _flow(row) if row else None
+        row = await self.conn.fetchrow("SELECT * FROM flows WHERE id = $1", flow_id)
+        return self._flow(row) if row else None
 
     async def save(self, flow: FlowRecord) -> None:
-        await self.conn.execute(update(t.flows).where(t.flows.c.id == flow.id).values(**self._values(flow)))
+        await self.conn.execute(
+            "UPDATE flows SET kind = $2, state = $3, issued_at = $4, expires_at = $5, csrf_token = $6, "
+            "binding = $7, return_to = $8, payload = $9 WHERE id = $1",
+            *self._values(flow),
+        )
 
     async def delete(self, flow_id: str) -> None:
-        await self.conn.execute(delete(t.flows).where(t.flows.c.id == flow_id))
+        await self.conn.execute("DELETE FROM flows WHERE id = $1", flow_id)
 
     async def purge_expired(self, before: datetime) -> int:
-        result = await self.conn.execute(delete(t.flows).where(t.flows.c.expires_at < before))
-        return int(result.rowcount)
+        return await self.conn.execute("DELETE FROM flows WHERE expires_at < $1", self.conn.ts(before))
 
 
 class SqlThrottles(_Repo):
     async def get(self, key: str, *, for_update: bool = False) -> Throttle | None:
-        stmt = select(t.login_throttles).where(t.login_throttles.c.key == key)
         if for_update:
             # An empty row first, so there is always a row to lock: parallel wrong passwords
             # are counted one after another instead of overwriting each other.
-            dialect = self.conn.dialect.name
-            ensure = (pg_insert if dialect == "postgresql" else sqlite_insert)(t.login_throttles)
             await self.conn.execute(
-                ensure.values(key=key, failure_times="[]", locked_at=None).on_conflict_do_nothing()
+                "INSERT INTO login_throttles (key, failure_times, locked_at) VALUES ($1, '[]', NULL) "
+                "ON CONFLICT (key) DO NOTHING",
+                key,
             )
-            stmt = stmt.with_for_update()
-        row = await self._one(stmt)
+        row = await self.conn.fetchrow(
+            "SELECT * FROM login_throttles WHERE key = $1" + (self.conn.for_update if for_update else ""), key
+        )
         if row is None or (row["failure_times"] == "[]" and row["locked_at"] is None):
             return None
         return Throttle(
             key=row["key"],
             failure_times=tuple(parse_iso(t) for t in json.loads(row["failure_times"])),
-            locked_at=row["locked_at"],
+            locked_at=self.conn.dt(row["locked_at"]),
         )
 
     async def put(self, throttle: Throttle) -> None:
-        values = {
-            "failure_times": json.dumps([isoformat(t) for t in throttle.failure_times]),
-            "locked_at": throttle.locked_at,
-        }
-        result = await self.conn.execute(
-            update(t.login_throttles).where(t.login_throttles.c.key == throttle.key).values(**values)
+        await self.conn.execute(
+            "INSERT INTO login_throttles (key, failure_times, locked_at) VALUES ($1, $2, $3) "
+            "ON CONFLICT (key) DO UPDATE SET failure_times = excluded.failure_times, "
+            "locked_at = excluded.locked_at",
+            throttle.key,
+            json.dumps([isoformat(t) for t in throttle.failure_times]),
+            self.conn.ts(throttle.locked_at),
         )
-        if not result.rowcount:
-            await self.conn.execute(insert(t.login_throttles).values(key=throttle.key, **values))
 
     async def clear(self, key: str) -> None:
-        await self.conn.execute(delete(t.login_throttles).where(t.login_throttles.c.key == key))
+        await self.conn.execute("DELETE FROM login_throttles WHERE key = $1", key)
 
 
 class SqlAudit(_Repo):
-    def __init__(self, conn: AsyncConnection, chain: AuditChain, clock: Clock) -> None:
-        super().__init__(conn)
+    """Appends to the chain. The head row is locked once per transaction and written back at its end."""
+
+    def __init__(
+        self, db: Database, conn: Connection, chain: AuditChain, clock: Clock, *, writable: bool = True
+    ) -> None:
+        super().__init__(db, conn)
         self._chain = chain
         self._clock = clock
+        self._writable = writable
+        self._head: tuple[int, str] | None = None
+        self._dirty = False
 
     async def append(self, event: AuditEvent, ctx: RequestContext) -> AuditRecord:
-        head = (
-            await self.conn.execute(
-                select(t.audit_head.c.seq, t.audit_head.c.hash)
-                .where(t.audit_head.c.id == 1)
-                .with_for_update()
+        if not self._writable:
+            # Outside a transaction the head lock would not hold, and two writers could fork the chain.
+            raise RuntimeError("audit events are appended only inside a transaction")
+        if self._head is None:
+            row = await self.conn.fetchrow(
+                "SELECT seq, hash FROM audit_head WHERE id = 1" + self.conn.for_update
             )
-        ).one()
-        record = self._chain.seal(
-            event, seq=int(head.seq) + 1, at=self._clock.now(), ctx=ctx, prev_hash=head.hash
-        )
-        await self.conn.execute(insert(t.audit_events).values(**_record_values(record)))
+            assert row is not None, "audit_head is created by the first migration"
+            self._head = (int(row["seq"]), row["hash"])
+        seq, prev = self._head
+        record = self._chain.seal(event, seq=seq + 1, at=self._clock.now(), ctx=ctx, prev_hash=prev)
         await self.conn.execute(
-            update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=record.seq, hash=record.hash)
+            f"INSERT INTO audit_events ({', '.join(_AUDIT_FIELDS)}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            *(getattr(record, f) for f in _AUDIT_FIELDS),
         )
+        self._head = (record.seq, record.hash)
+        self._dirty = True
         return record
 
-
-def _record_values(record: AuditRecord) -> dict[str, Any]:
-    return {c: getattr(record, c) for c in AuditRecord.__slots__}  # type: ignore[attr-defined]
+    async def flush(self) -> None:
+        if self._dirty and self._head is not None:
+            await self.conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", *self._head)
+            self._dirty = False
 
 
 class SqlTransaction:
-    def __init__(self, conn: AsyncConnection, chain: AuditChain, clock: Clock) -> None:
-        self.agencies = SqlAgencies(conn)
-        self.users = SqlUsers(conn)
-        self.sessions = SqlSessions(conn)
-        self.flows = SqlFlows(conn)
-        self.throttles = SqlThrottles(conn)
-        self.audit = SqlAudit(conn, chain, clock)
+    def __init__(
+        self, db: Database, conn: Connection, chain: AuditChain, clock: Clock, *, writable: bool = True
+    ) -> None:
+        self.agencies = SqlAgencies(db, conn)
+        self.users = SqlUsers(db, conn)
+        self.sessions = SqlSessions(db, conn)
+        self.flows = SqlFlows(db, conn)
+        self.throttles = SqlThrottles(db, conn)
+        self.audit = SqlAudit(db, conn, chain, clock, writable=writable)
+
+
+def _record(row: Row) -> AuditRecord:
+    return AuditRecord(**{f: row[f] for f in _AUDIT_FIELDS})
 
 
 class SqlAuditReader:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    PAGE = 500
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def records(
         self, since: datetime | None = None, until: datetime | None = None
     ) -> AsyncIterator[AuditRecord]:
-        stmt = select(t.audit_events).order_by(t.audit_events.c.seq)
-        if since is not None:
-            stmt = stmt.where(t.audit_events.c.occurred_at >= isoformat(since))
-        if until is not None:
-            stmt = stmt.where(t.audit_events.c.occurred_at < isoformat(until))
-        # Streamed with a server-side cursor so an export of years of events stays in constant memory.
-        async with self._engine.connect() as conn:
-            result = await conn.stream(stmt.execution_options(yield_per=500))
-            async for row in result.mappings():
-                yield _audit(row)
+        # Keyset pages in short reads: constant memory, and no lock held while the consumer works.
+        low = isoformat(since) if since else ""
+        high = isoformat(until) if until else "9999"
+        after = 0
+        while True:
+            async with self._db.read() as conn:
+                rows = await conn.fetch(
+                    "SELECT * FROM audit_events WHERE seq > $1 AND occurred_at >= $2 AND occurred_at < $3 "
+                    f"ORDER BY seq LIMIT {self.PAGE}",
+                    after,
+                    low,
+                    high,
+                )
+            for row in rows:
+                yield _record(row)
+            if len(rows) < self.PAGE:
+                return
+            after = int(rows[-1]["seq"])
 
     async def head(self) -> tuple[int, str]:
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(select(t.audit_head.c.seq, t.audit_head.c.hash))).one()
-        return int(row.seq), str(row.hash)
+        async with self._db.read() as conn:
+            row = await conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1")
+        return (int(row["seq"]), row["hash"]) if row else (0, GENESIS_HASH)
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine, chain: AuditChain, clock: Clock) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, chain: AuditChain, clock: Clock) -> None:
+        self.db = db
         self._chain = chain
         self._clock = clock
-        self._reader = SqlAuditReader(engine)
+        self._reader = SqlAuditReader(db)
+
+    @classmethod
+    def open(cls, url: str, chain: AuditChain, clock: Clock, *, pool_size: int = 10) -> SqlStore:
+        return cls(open_database(url, pool_size=pool_size), chain, clock)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlTransaction]:
-        async with self.engine.begin() as conn:
-            yield SqlTransaction(conn, self._chain, self._clock)
+        async with self.db.transaction() as conn:
+            tx = SqlTransaction(self.db, conn, self._chain, self._clock)
+            yield tx
+            await tx.audit.flush()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlTransaction]:
+        """Reads without a transaction; an audit append here would be refused by its missing lock."""
+        async with self.db.read() as conn:
+            yield SqlTransaction(self.db, conn, self._chain, self._clock, writable=False)
 
     @property
     def audit_reader(self) -> SqlAuditReader:
         return self._reader
 
     async def ping(self) -> bool:
-        try:
-            async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
+        return await self.db.ping()
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.db.close()

@@ -48,6 +48,9 @@ class Portal:
     sessions: SessionManager
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    # Read on every request; settings derive them by parsing the public URL, so keep them here.
+    secure_cookies: bool = True
+    cookie_prefix: str = "__Host-"
 
     async def audit(self, event: AuditEvent, request: Request) -> None:
         async with self.deps.store.transaction() as tx:
@@ -87,6 +90,8 @@ def create_app(
             sessions=SessionManager(deps),
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
+            secure_cookies=settings.secure_cookies,
+            cookie_prefix=settings.cookie_prefix,
         )
         upkeep = asyncio.create_task(_housekeeping(deps))
         try:

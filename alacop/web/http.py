@@ -106,7 +106,7 @@ def field(form: FormData, name: str, max_length: int = 1024) -> str:
 
 # -- cookies --------------------------------------------------------------------------------------
 def cookie_name(request: Request, base: str) -> str:
-    return portal(request).settings.cookie_prefix + base
+    return portal(request).cookie_prefix + base
 
 
 def browser_secret(request: Request) -> str | None:
@@ -126,22 +126,22 @@ def ensure_browser_secret(request: Request) -> tuple[str, bool]:
 
 
 def set_cookie(request: Request, response: Response, base: str, value: str) -> None:
-    settings = portal(request).settings
+    p = portal(request)
     # No Max-Age: the server decides when a session ends, the cookie only carries it (CJIS IA-5 o).
     response.set_cookie(
-        settings.cookie_prefix + base,
+        p.cookie_prefix + base,
         value,
         path="/",
-        secure=settings.secure_cookies,
+        secure=p.secure_cookies,
         httponly=True,
         samesite="lax",
     )
 
 
 def clear_cookie(request: Request, response: Response, base: str) -> None:
-    settings = portal(request).settings
+    p = portal(request)
     response.delete_cookie(
-        settings.cookie_prefix + base, path="/", secure=settings.secure_cookies, httponly=True, samesite="lax"
+        p.cookie_prefix + base, path="/", secure=p.secure_cookies, httponly=True, samesite="lax"
     )
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 NewPage = Callable[..., tuple[Any, PageProblems]]
 NEW_PASSPHRASE = "blue harbor lantern 7 quietly"
-FLOW_URL = re.compile(r"/login\?flow=[\w-]+$")
+FLOW_URL = re.compile(r"/login(\?flow=[\w-]+)?$")
 
 
 def _signin_elements(page: Any) -> list[tuple[str, Any]]:

@@ -17,7 +17,6 @@ from alacop.core.context import RequestContext
 from alacop.core.errors import Conflict
 from alacop.core.ports import FlowRecord, Throttle
 from alacop.core.sessions import Session
-from alacop.store.database import make_engine
 from alacop.store.sql import SqlStore
 
 pytestmark = pytest.mark.storage
@@ -27,7 +26,7 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    the_store = SqlStore(make_engine(database_url), AuditChain(None), FrozenClock(T0))
+    the_store = SqlStore.open(database_url, AuditChain(None), FrozenClock(T0))
     yield the_store
     await the_store.close()
 
@@ -180,7 +179,7 @@ async def test_throttles_put_is_an_upsert(store: SqlStore) -> None:
 
 async def test_audit_appends_chain_and_stream_by_time(store: SqlStore, database_url: str) -> None:
     clock = FrozenClock(T0)
-    chained = SqlStore(make_engine(database_url), AuditChain(None), clock)
+    chained = SqlStore.open(database_url, AuditChain(None), clock)
     try:
         for minute in range(5):
             async with chained.transaction() as tx:
@@ -210,9 +209,7 @@ async def test_audit_appends_chain_and_stream_by_time(store: SqlStore, database_
 
 async def test_concurrent_appends_keep_one_unbroken_chain(database_url: str) -> None:
     """Many writers at once (as several instances would) must never fork the chain."""
-    writers = [
-        SqlStore(make_engine(database_url, pool_size=4), AuditChain(None), FrozenClock(T0)) for _ in range(3)
-    ]
+    writers = [SqlStore.open(database_url, AuditChain(None), FrozenClock(T0), pool_size=4) for _ in range(3)]
 
     async def write(store: SqlStore, n: int) -> None:
         for i in range(10):
@@ -231,7 +228,7 @@ async def test_concurrent_appends_keep_one_unbroken_chain(database_url: str) -> 
 
 async def test_ping(store: SqlStore) -> None:
     assert await store.ping() is True
-    broken = SqlStore(make_engine("postgresql://nobody@127.0.0.1:1/none"), AuditChain(None), FrozenClock(T0))
+    broken = SqlStore.open("postgresql://nobody@127.0.0.1:1/none", AuditChain(None), FrozenClock(T0))
     assert await broken.ping() is False
     await broken.close()
 
@@ -241,7 +238,7 @@ async def test_parallel_failures_are_all_counted(database_url: str) -> None:
     from alacop.core.lockout import record_failure
     from alacop.policy.cjis import Policy
 
-    stores = [SqlStore(make_engine(database_url), AuditChain(None), FrozenClock(T0)) for _ in range(5)]
+    stores = [SqlStore.open(database_url, AuditChain(None), FrozenClock(T0)) for _ in range(5)]
 
     async def fail(store: SqlStore) -> None:
         async with store.transaction() as tx:

@@ -141,8 +141,7 @@ def test_production_cookies_are_host_prefixed_secure_httponly_lax(app_factory) -
     assert "max-age" not in cookie.lower()
     assert "expires" not in cookie.lower()
     h.client.follow_redirects = False
-    flow_page = h.client.get(page.headers["location"])
-    flow = flow_page.context["flow"]
+    flow = page.context["flow"]
     h.client.post(
         f"/login/identifier?flow={flow.id}", data={"identifier": "cs0101", "csrf_token": flow.csrf_token}
     )

@@ -46,12 +46,12 @@ async def page(request: Request) -> Response:
     secret, _ = http.ensure_browser_secret(request)
     flow_id = _flow_id(request)
     if not flow_id:
-        current = await p.sessions.resolve(
-            request.cookies.get(http.cookie_name(request, SESSION_COOKIE)), http.context(request)
-        )
-        if current is not None:
+        token = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
+        if token and await p.sessions.resolve(token, http.context(request)) is not None:
             return RedirectResponse("/apps", status_code=303)
-        return await _restart(request, secret)
+        # A fresh flow is shown at once; its id travels in the forms, so no redirect is needed.
+        await rate_limit(request, "flow", factor=4)
+        return render(request, await p.login.start(secret))
     try:
         flow = await p.login.load(flow_id, secret)
     except FlowExpired:
