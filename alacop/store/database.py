@@ -1,4 +1,4 @@
-"""Engines and migrations. SQLite (aiosqlite) by default, PostgreSQL (asyncpg) in production."""
+"""Migrations with Alembic, on SQLite (aiosqlite) by default or PostgreSQL (asyncpg) in production."""
 
 from __future__ import annotations
 
@@ -34,28 +34,20 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, for_migrations: bool = False, pool_size: int = 10) -> AsyncEngine:
+def make_engine(url: str) -> AsyncEngine:
+    """The engine Alembic migrates with; requests use store/db.py instead."""
     full = async_url(url)
-    kwargs: dict[str, Any] = {}
     if is_sqlite(full):
         database = make_url(full).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        # One connection per process: SQLite has one writer anyway, and this avoids lock upgrades.
-        kwargs = {"pool_size": 1, "max_overflow": 0, "connect_args": {"timeout": 30}}
-        if for_migrations:
-            kwargs = {"poolclass": NullPool}
-    else:
-        kwargs = {"pool_size": pool_size, "max_overflow": pool_size, "pool_pre_ping": False}
-        if for_migrations:
-            kwargs = {"poolclass": NullPool}
-    engine = create_async_engine(full, **kwargs)
+    engine = create_async_engine(full, poolclass=NullPool)
     if is_sqlite(full):
-        _sqlite_pragmas(engine, transactional_ddl=for_migrations)
+        _sqlite_pragmas(engine)
     return engine
 
 
-def _sqlite_pragmas(engine: AsyncEngine, *, transactional_ddl: bool) -> None:
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling is switched off so BEGIN IMMEDIATE below is ours.

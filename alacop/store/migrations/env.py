@@ -22,7 +22,7 @@ def _run(connection: Connection) -> None:
 async def _main() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url
-    engine = make_engine(url, for_migrations=True)
+    engine = make_engine(url)
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()
