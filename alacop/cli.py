@@ -51,7 +51,7 @@ class Fail(Exception):
 
 
 def _settings() -> Settings:
-    return load_settings()
+    return ensure_secret(load_settings())
 
 
 async def _with_deps(settings: Settings, work: Callable[[Deps], Awaitable[int]]) -> int:
@@ -197,9 +197,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 def cmd_users_unlock(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         was_locked = await Directory(deps).unlock(args.username, CTX)
-        print(
-            f"unlocked {args.username}" if was_locked else f"{args.username} was not locked; counters cleared"
-        )
+        print(f"unlocked {args.username}" if was_locked else f"{args.username} was not locked; counters cleared")
         return 0
 
     return _run(_settings(), work)

@@ -11,11 +11,13 @@ import ipaddress
 import os
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
 
 from alacop.core.errors import ConfigError
 from alacop.policy.cjis import Policy, policy_from_mapping
@@ -62,6 +64,14 @@ class Settings:
     secret_key: str = ""
     audit_hmac_key: str = ""
     redis_url: str = ""
+    # Fernet keys that encrypt stored secrets (TOTP seeds); the first encrypts, all decrypt.
+    encryption_keys: tuple[str, ...] = ()
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = "AlaCOP <no-reply@alacop.gov>"
     trusted_proxies: tuple[str, ...] = ()
     max_body_bytes: int = 65536
     branding: Branding = field(default_factory=Branding)
@@ -80,6 +90,15 @@ class Settings:
     @property
     def cookie_prefix(self) -> str:
         return "__Host-" if self.secure_cookies else ""
+
+    @property
+    def origin(self) -> str:
+        return self.public_url
+
+    @property
+    def rp_id(self) -> str:
+        """The WebAuthn relying-party id: the public host name."""
+        return urlsplit(self.public_url).hostname or "localhost"
 
     @property
     def audit_key(self) -> bytes | None:
@@ -101,9 +120,7 @@ _NOT_SETTINGS = frozenset({"ALACOP_CONFIG", "ALACOP_CAPTCHA_SEED"})
 _BRANDING = {f.name for f in fields(Branding)}
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, Any] | None = None
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, *, overrides: Mapping[str, Any] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     raw: dict[str, Any] = {}
     config_path = env.get("ALACOP_CONFIG")
@@ -183,6 +200,19 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
     audit_key = str(top.get("audit_hmac_key", ""))
     if audit_key and len(audit_key) < 32:
         raise ConfigError("audit_hmac_key: must be at least 32 characters")
+    keys_raw = top.get("encryption_keys", ())
+    if isinstance(keys_raw, str):
+        keys_raw = [k for k in keys_raw.split(",") if k.strip()]
+    encryption_keys = tuple(str(k).strip() for k in keys_raw)
+    for key in encryption_keys:
+        if not _is_fernet_key(key):
+            raise ConfigError("encryption_keys: each key must be a Fernet key (32 url-safe base64 bytes)")
+    smtp_host = str(top.get("smtp_host", "")).strip()
+    smtp_port = _int(top.get("smtp_port", 587), "smtp_port", 1, 65535)
+    smtp_starttls = _bool(top.get("smtp_starttls", True), "smtp_starttls")
+    mail_from = str(top.get("mail_from", "AlaCOP <no-reply@alacop.gov>")).strip()
+    if "@" not in mail_from or "\n" in mail_from or "\r" in mail_from:
+        raise ConfigError("mail_from: must be an address such as AlaCOP <no-reply@alacop.gov>")
     redis_url = str(top.get("redis_url", "")).strip()
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("redis_url: must be a redis://, rediss:// or unix:// URL")
@@ -193,12 +223,8 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
     for name in ("logo_url", "seal_url"):
         value = getattr(brand, name)
         # The CSP allows images from this portal only, which is also what keeps a page genuine.
-        if not (value.startswith("/") and not value.startswith(("//", "/\\"))) and not value.startswith(
-            "data:image/"
-        ):
-            raise ConfigError(
-                f"branding.{name}: must be a path on this portal (/static/...) or a data: image"
-            )
+        if not (value.startswith("/") and not value.startswith(("//", "/\\"))) and not value.startswith("data:image/"):
+            raise ConfigError(f"branding.{name}: must be a path on this portal (/static/...) or a data: image")
     settings = Settings(
         env=env,
         public_url=public_url,
@@ -208,6 +234,13 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
         secret_key=secret_key,
         audit_hmac_key=audit_key,
         redis_url=redis_url,
+        encryption_keys=encryption_keys,
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_starttls=smtp_starttls,
+        smtp_username=str(top.get("smtp_username", "")),
+        smtp_password=str(top.get("smtp_password", "")),
+        mail_from=mail_from,
         trusted_proxies=tuple(proxies),
         max_body_bytes=max_body,
         branding=brand,
@@ -222,18 +255,36 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
 
 
 def ensure_secret(settings: Settings) -> Settings:
-    """Production must be given a secret; development keeps a generated one in the data folder."""
-    if settings.secret_key:
-        return settings
-    if settings.env == "production" and not settings.loopback_http:
-        raise ConfigError("secret_key: required in production (at least 32 random characters)")
-    path = settings.data_dir / "secret.key"
+    """Production must be given its secrets; development keeps generated ones in the data folder."""
+    production = settings.env == "production" and not settings.loopback_http
+    if not settings.secret_key:
+        if production:
+            raise ConfigError("secret_key: required in production (at least 32 random characters)")
+        settings = replace(settings, secret_key=_kept(settings, "secret.key", lambda: secrets.token_urlsafe(48)))
+    if not settings.encryption_keys:
+        if production:
+            raise ConfigError("encryption_keys: required in production (generate one with `alacop keys generate`)")
+        key = _kept(settings, "encryption.key", lambda: Fernet.generate_key().decode("ascii"))
+        settings = replace(settings, encryption_keys=(key,))
+    return settings
+
+
+def _kept(settings: Settings, name: str, make: Callable[[], str]) -> str:
+    path = settings.data_dir / name
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return replace(settings, secret_key=path.read_text().strip())
+            handle.write(make())
+    return path.read_text().strip()
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        Fernet(key.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return False
+    return True
 
 
 def _bool(raw: object, name: str) -> bool:

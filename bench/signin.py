@@ -110,9 +110,7 @@ async def _start_flow(client) -> tuple[str, str, str]:
 async def sign_in(client, i: int, password: str) -> None:
     """One complete sign-in, from a fresh browser to the 'My applications' page."""
     loc, flow, csrf = await _start_flow(client)
-    r = await client.post(
-        f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)}
-    )
+    r = await client.post(f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)})
     _expect("POST /login/identifier", r, 303, loc)
     r = await client.get(loc)
     _expect("GET /login?flow (password)", r, 200)
@@ -133,9 +131,7 @@ async def first_sign_in(client, i: int) -> None:
     """The first sign-in of a new account, through the forced password change."""
     old, new = initial_password(i), signin_password(i)
     loc, flow, csrf = await _start_flow(client)
-    r = await client.post(
-        f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)}
-    )
+    r = await client.post(f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)})
     _expect("first: POST /login/identifier", r, 303, loc)
     r = await client.get(loc)
     _expect("first: GET password page", r, 200)
@@ -240,8 +236,7 @@ async def _loadgen(args: argparse.Namespace) -> dict:
     global NUSERS
     NUSERS = args.clients
     clients = [
-        httpx.AsyncClient(base_url=base, follow_redirects=False, limits=limits, timeout=timeout)
-        for _ in range(count)
+        httpx.AsyncClient(base_url=base, follow_redirects=False, limits=limits, timeout=timeout) for _ in range(count)
     ]
     try:
         if args.phase == "breakdown":
@@ -250,11 +245,7 @@ async def _loadgen(args: argparse.Namespace) -> dict:
             results = await asyncio.gather(
                 *(first_sign_in(c, i) for i, c in enumerate(clients, start=1)), return_exceptions=True
             )
-            errors = [
-                f"{username(i)}: {r!r}"
-                for i, r in enumerate(results, start=1)
-                if isinstance(r, BaseException)
-            ]
+            errors = [f"{username(i)}: {r!r}" for i, r in enumerate(results, start=1) if isinstance(r, BaseException)]
             return {"ok": not errors, "errors": errors}
 
         latencies: list[float] = []  # seconds, sign-ins completed inside the window
@@ -345,9 +336,7 @@ def _alacop(env: dict[str, str], *cli_args: str, stdin: str | None = None) -> No
         text=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(
-            f"alacop {' '.join(cli_args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
-        )
+        raise SystemExit(f"alacop {' '.join(cli_args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -493,9 +482,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     log_path = tmp / "portal.log"
     try:
         print(f"creating database {DB_NAME} ...", flush=True)
-        asyncio.run(
-            _admin_sql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)', f'CREATE DATABASE "{DB_NAME}"')
-        )
+        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)', f'CREATE DATABASE "{DB_NAME}"'))
         _alacop(env, "migrate")
         _alacop(env, "agencies", "create", AGENCY, "Bench Agency")
         print(f"seeding {args.clients} users ...", flush=True)
@@ -592,9 +579,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 
         breakdown = None
         if args.breakdown:
-            print(
-                f"breakdown: {args.breakdown} sign-ins, one request at a time, CPU per step ...", flush=True
-            )
+            print(f"breakdown: {args.breakdown} sign-ins, one request at a time, CPU per step ...", flush=True)
             breakdown = _run_loadgen(
                 base,
                 "breakdown",
@@ -617,21 +602,15 @@ def orchestrate(args: argparse.Namespace) -> int:
         print("=== AlaCOP sign-in benchmark ===")
         print(f"nproc:                         {nproc}")
         print(f"portal:                        1 worker, pinned to core {SERVER_CORE}, PostgreSQL {DB_NAME}")
-        print(
-            f"load:                          {args.clients} clients on core {LOAD_CORE}, {args.seconds:g} s"
-        )
+        print(f"load:                          {args.clients} clients on core {LOAD_CORE}, {args.seconds:g} s")
         print(f"rate limit:                    raised to {RATE_LIMIT}/min for the run")
-        print(
-            f"sign-ins completed:            {n} (+{result['finished_after_window']} finished after the window)"
-        )
+        print(f"sign-ins completed:            {n} (+{result['finished_after_window']} finished after the window)")
         print(f"sign-ins per second:           {rate:.2f}")
         print(f"sign-in latency p50:           {(_pct(lat, 0.50) * 1000):.1f} ms")
         print(f"sign-in latency p99:           {(_pct(lat, 0.99) * 1000):.1f} ms")
         if lat:
             print(f"sign-in latency mean:          {statistics.fmean(lat) * 1000:.1f} ms")
-        print(
-            f"bare argon2id verifies/s:      {verifies:.2f}  (core {SERVER_CORE}, t=2 m=19456 p=1, wall clock)"
-        )
+        print(f"bare argon2id verifies/s:      {verifies:.2f}  (core {SERVER_CORE}, t=2 m=19456 p=1, wall clock)")
         print(
             f"  per CPU-second:              {verifies_cpu:.2f}  ({1000 / verifies_cpu:.1f} ms CPU per verify)"
             + ("  WARNING: core 0 was shared with other processes" if verifies < 0.9 * verifies_cpu else "")
@@ -643,9 +622,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(
             f"worker peak RSS (VmHWM):       {peak_rss:.1f} MB  (target <= 150 MB) {'OK' if peak_rss <= 150 else 'ABOVE TARGET'}"
         )
-        print(
-            f"worker RSS idle after start:   {rss_idle:.1f} MB; at end (VmRSS): {rss_now:.1f} MB; threads: {threads}"
-        )
+        print(f"worker RSS idle after start:   {rss_idle:.1f} MB; at end (VmRSS): {rss_now:.1f} MB; threads: {threads}")
         # Where core 0's time went during the load (includes the few seconds of client start-up/drain).
         main_tid = str(server.pid)
         main_cpu = other_cpu = 0.0
@@ -679,15 +656,11 @@ def orchestrate(args: argparse.Namespace) -> int:
             label = "portal worker" if pid == server.pid else name
             by_name[label] += after - procs_before.get(pid, (name, 0.0))[1]
         by_name["load generator (core 1)"] += result.get("loadgen_cpu_s", 0.0)
-        print(
-            f"CPU by process during load ({load_wall:.1f} s wall, top 6; other sessions' processes included):"
-        )
+        print(f"CPU by process during load ({load_wall:.1f} s wall, top 6; other sessions' processes included):")
         for label, spent in by_name.most_common(6):
             print(f"  {spent:7.2f} s  {label}")
         if breakdown:
-            print(
-                f"worker CPU per request type ({args.breakdown} sequential sign-ins; /proc jiffies of 10 ms):"
-            )
+            print(f"worker CPU per request type ({args.breakdown} sequential sign-ins; /proc jiffies of 10 ms):")
             print(f"  {'step':36s} {'loop ms':>8s} {'threads ms':>10s} {'wall ms':>8s}")
             sums = [0.0, 0.0, 0.0]
             for name, v in breakdown.items():
@@ -737,15 +710,9 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--seconds", type=float, default=20.0, help="length of the measured load (default 20)"
-    )
-    parser.add_argument(
-        "--clients", type=int, default=16, help="concurrent clients = seeded users (default 16)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured load (default 20)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients = seeded users (default 16)")
     parser.add_argument("--argon2-seconds", type=float, default=5.0, help="length of the bare argon2 run")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--profile", help="run the worker under cProfile, writing stats to this path")
@@ -760,9 +727,7 @@ def main() -> int:
     parser.add_argument("--_loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--breakdown-flows", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--phase", choices=["first", "load", "breakdown"], default="load", help=argparse.SUPPRESS
-    )
+    parser.add_argument("--phase", choices=["first", "load", "breakdown"], default="load", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.clients <= 99:

@@ -14,10 +14,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import pyotp
 import pytest
 from starlette.testclient import TestClient
 
@@ -34,9 +36,7 @@ from alacop.web.app import Portal, create_app
 T = TypeVar("T")
 PG_URL = os.environ.get("ALACOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI") == "true"
-BACKENDS = [
-    b.strip() for b in os.environ.get("ALACOP_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()
-]
+BACKENDS = [b.strip() for b in os.environ.get("ALACOP_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 STRONG = "granite harbor lantern 77"
 TABLES = ("audit_events", "sessions", "flows", "login_throttles", "users", "agencies")
 
@@ -125,6 +125,12 @@ class Harness:
     def __init__(self, client: TestClient, clock: FrozenClock) -> None:
         self.client = client
         self.clock = clock
+        # Accounts made by create_user get this authenticator-app seed and a set of recovery codes.
+        self.totp_secret = pyotp.random_base32(32)
+        self.recovery_codes: list[str] = []
+
+    def totp_code(self, offset_steps: int = 0) -> str:
+        return pyotp.TOTP(self.totp_secret).at(self.clock.now(), counter_offset=offset_steps)
 
     @property
     def portal(self) -> Portal:
@@ -141,6 +147,7 @@ class Harness:
         role: Role = Role.USER,
         must_change: bool = False,
         ori: str = "AL0010000",
+        factor: bool = True,
     ) -> User:
         directory = Directory(self.portal.deps)
         ctx = RequestContext.system("test")
@@ -163,9 +170,43 @@ class Harness:
                 user = replace(user, must_change_password=False)
                 async with self.portal.deps.store.transaction() as tx:
                     await tx.users.update(user)
+            if factor:
+                await self._give_factors(user)
             return user
 
         return self.run(go)
+
+    async def _give_factors(self, user: User) -> None:
+        from alacop.core.credentials import AuthMethod, MethodKind
+        from alacop.methods import recovery_codes
+
+        deps = self.portal.deps
+        now = self.clock.now()
+        self.recovery_codes = recovery_codes.generate()
+        async with deps.store.transaction() as tx:
+            await tx.methods.add(
+                AuthMethod(
+                    id=str(uuid.uuid4()),
+                    user_id=user.id,
+                    kind=MethodKind.TOTP,
+                    name="Test phone",
+                    created_at=now,
+                    totp_secret=deps.box.seal(self.totp_secret.encode()),
+                )
+            )
+            await tx.recovery_codes.replace_set(user.id, recovery_codes.records(user.id, self.recovery_codes, now))
+
+    def finish(self, response: Any) -> Any:
+        """Complete the second factor with the authenticator app, when the flow asks for it."""
+        if getattr(response, "template", None) is None or response.template.name != "login/second_factor.html":
+            return response
+        flow = self.flow_of(response)
+        # A new 30-second step each time, so one test's sign-ins never replay each other's codes.
+        self.clock.advance(timedelta(seconds=30))
+        return self.client.post(
+            f"/login/second-factor?flow={flow.id}",
+            data={"csrf_token": flow.csrf_token, "code": self.totp_code(), "credential": ""},
+        )
 
     def user(self, username: str) -> User | None:
         async def go() -> User | None:
@@ -206,7 +247,7 @@ class Harness:
         )
 
     def sign_in(self, identifier: str = "cs0101", password: str = STRONG) -> Any:
-        return self.password(self.identifier(identifier), password)
+        return self.finish(self.password(self.identifier(identifier), password))
 
 
 @pytest.fixture
@@ -216,9 +257,7 @@ def fast_hasher() -> PasswordHasher:
 
 
 @pytest.fixture
-def app_factory(
-    database_url: str, tmp_path: Path, fast_hasher: PasswordHasher
-) -> Iterator[Callable[..., Harness]]:
+def app_factory(database_url: str, tmp_path: Path, fast_hasher: PasswordHasher) -> Iterator[Callable[..., Harness]]:
     stack: list[TestClient] = []
 
     def build(

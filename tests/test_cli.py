@@ -55,16 +55,10 @@ def tamper(url: str, *statements: str) -> None:
 
 def seed(capsys: pytest.CaptureFixture[str]) -> None:
     assert (
-        run(
-            capsys, "agencies", "create", "AL0010000", "Test County Sheriff", "--email-domain", "test.al.gov"
-        )[0]
-        == 0
+        run(capsys, "agencies", "create", "AL0010000", "Test County Sheriff", "--email-domain", "test.al.gov")[0] == 0
     )
     for name in ("cs0101", "cs0102", "cs0103"):
-        assert (
-            run(capsys, "users", "create", name, "--agency", "AL0010000", "--email", f"{name}@test.al.gov")[0]
-            == 0
-        )
+        assert run(capsys, "users", "create", name, "--agency", "AL0010000", "--email", f"{name}@test.al.gov")[0] == 0
 
 
 # -- users -------------------------------------------------------------------------------------------
@@ -131,9 +125,7 @@ def test_errors_are_one_clear_line_and_exit_2(
 def test_duplicate_username_and_ori_are_refused(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     seed(capsys)
     assert run(capsys, "agencies", "create", "AL0010000", "Again")[0] == 2
-    code, _, err = run(
-        capsys, "users", "create", "cs0101", "--agency", "AL0010000", "--email", "x@test.al.gov"
-    )
+    code, _, err = run(capsys, "users", "create", "cs0101", "--agency", "AL0010000", "--email", "x@test.al.gov")
     assert code == 2 and "taken" in err
 
 
@@ -147,9 +139,7 @@ def test_config_error_stops_with_one_line_naming_the_setting(
     assert len(err.strip().splitlines()) == 1
 
 
-def test_unlock_releases_a_locked_account(
-    app_factory, cli_env: str, capsys: pytest.CaptureFixture[str]
-) -> None:  # type: ignore[no-untyped-def]
+def test_unlock_releases_a_locked_account(app_factory, cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     h: Harness = app_factory()
     h.create_user()
     for attempt in range(5):
@@ -170,10 +160,7 @@ def test_disable_and_enable(app_factory, cli_env: str, capsys: pytest.CaptureFix
     assert run(capsys, "users", "enable", "cs0101")[0] == 0
     assert h.sign_in().url.path == "/apps"
     disabled = next(r for r in h.audit() if r.type == "AccountDisabled")
-    assert (
-        '"before":{"status":"active"}' in disabled.details
-        and '"after":{"status":"disabled"}' in disabled.details
-    )
+    assert '"before":{"status":"active"}' in disabled.details and '"after":{"status":"disabled"}' in disabled.details
 
 
 def test_update_banned_replaces_the_list(
@@ -249,9 +236,7 @@ def test_hmac_chain_resists_a_recomputed_forgery(
     assert code == 1 and "record 1" in err
     # An intruder without the key re-seals record 4 with plain SHA-256: still caught.
     monkeypatch.setenv("ALACOP_AUDIT_HMAC_KEY", "h" * 40)
-    forged = AuditChain(None).digest(
-        AuditRecord(4, "", "", "", "", None, None, None, None, "", "", "", "", "", "")
-    )
+    forged = AuditChain(None).digest(AuditRecord(4, "", "", "", "", None, None, None, None, "", "", "", "", "", ""))
     tamper(cli_env, f"UPDATE audit_events SET hash = '{forged}' WHERE seq = 4")
     assert run(capsys, "audit", "verify")[0] == 1
 
@@ -307,9 +292,7 @@ def test_export_streams_json_lines_within_the_window(
     window = [json.loads(line) for line in out.splitlines()]
     assert {e["type"] for e in window} == {"BannerAcknowledged", "LoginFailed"}
     assert h.audit_types()[-1] == "AuditExported"
-    assert all(
-        "password" not in json.dumps(e["details"]).lower() or "[redacted]" in json.dumps(e) for e in window
-    )
+    assert all("password" not in json.dumps(e["details"]).lower() or "[redacted]" in json.dumps(e) for e in window)
 
 
 def test_command_line_actions_name_the_operator(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,9 +60,7 @@ def test_warning_text_is_verbatim() -> None:
     assert "It is a violation of Alabama State law" in WARNING_TEXT
     assert "All transactions are monitored and logged." in WARNING_TEXT
     assert "(e.g. libraries, airports, cafes, hotels, etc.)" in WARNING_TEXT
-    assert WARNING_TEXT.endswith(
-        "subject to criminal and administrative penalties under federal and state laws."
-    )
+    assert WARNING_TEXT.endswith("subject to criminal and administrative penalties under federal and state laws.")
     assert "  " not in WARNING_TEXT
 
 
@@ -236,9 +234,7 @@ def test_plain_http_on_a_public_host_is_refused() -> None:
 
 
 def test_plain_http_behind_a_tls_proxy_is_accepted() -> None:
-    settings = load_settings(
-        {"ALACOP_PUBLIC_URL": "http://portal.example.gov", "ALACOP_BEHIND_TLS_PROXY": "true"}
-    )
+    settings = load_settings({"ALACOP_PUBLIC_URL": "http://portal.example.gov", "ALACOP_BEHIND_TLS_PROXY": "true"})
     assert settings.behind_tls_proxy is True
     assert settings.loopback_http is False
     assert settings.secure_cookies is True
@@ -312,9 +308,7 @@ def test_policy_tighter_than_cjis_is_accepted(tmp_path: Path, key: str, value: i
 
 def test_policy_from_environment_is_bounded() -> None:
     assert config_error({"ALACOP_POLICY__LOCKOUT_THRESHOLD": "6"}).startswith("policy.lockout_threshold:")
-    assert config_error({"ALACOP_POLICY__SESSION_IDLE_MINUTES": "31"}).startswith(
-        "policy.session_idle_minutes:"
-    )
+    assert config_error({"ALACOP_POLICY__SESSION_IDLE_MINUTES": "31"}).startswith("policy.session_idle_minutes:")
 
 
 def test_policy_number_must_be_whole(tmp_path: Path) -> None:
@@ -325,22 +319,16 @@ def test_policy_number_must_be_whole(tmp_path: Path) -> None:
 
 
 def test_social_sign_in_cannot_be_enabled(tmp_path: Path) -> None:
-    assert config_error(write_toml(tmp_path, "[policy]\nsocial_sign_in = true\n")).startswith(
-        "policy.social_sign_in:"
-    )
+    assert config_error(write_toml(tmp_path, "[policy]\nsocial_sign_in = true\n")).startswith("policy.social_sign_in:")
     assert config_error({"ALACOP_POLICY__SOCIAL_SIGN_IN": "yes"}).startswith("policy.social_sign_in:")
 
 
-def test_passkey_sign_in_cannot_be_enabled_yet(tmp_path: Path) -> None:
-    assert config_error(write_toml(tmp_path, "[policy]\npasskey_sign_in = true\n")).startswith(
-        "policy.passkey_sign_in:"
-    )
+def test_passkey_sign_in_can_be_enabled(tmp_path: Path) -> None:
+    assert load_settings(write_toml(tmp_path, "[policy]\npasskey_sign_in = true\n")).policy.passkey_sign_in
 
 
 def test_switches_may_be_set_off_explicitly() -> None:
-    settings = load_settings(
-        {"ALACOP_POLICY__SOCIAL_SIGN_IN": "false", "ALACOP_POLICY__PASSKEY_SIGN_IN": "0"}
-    )
+    settings = load_settings({"ALACOP_POLICY__SOCIAL_SIGN_IN": "false", "ALACOP_POLICY__PASSKEY_SIGN_IN": "0"})
     assert settings.policy.social_sign_in is False
     assert settings.policy.passkey_sign_in is False
 
@@ -348,16 +336,36 @@ def test_switches_may_be_set_off_explicitly() -> None:
 # -- ensure_secret -------------------------------------------------------------------------------
 
 
-def test_given_secret_is_kept(tmp_path: Path) -> None:
-    settings = Settings(secret_key=SECRET, data_dir=tmp_path / "data")
+def test_given_secrets_are_kept(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    settings = Settings(secret_key=SECRET, encryption_keys=(key,), data_dir=tmp_path / "data")
     assert ensure_secret(settings) is settings
     assert not (tmp_path / "data").exists()
 
 
-def test_production_on_a_public_host_requires_a_secret(tmp_path: Path) -> None:
+def test_production_on_a_public_host_requires_encryption_keys(tmp_path: Path) -> None:
     settings = load_settings(
-        {"ALACOP_PUBLIC_URL": "https://portal.example.gov", "ALACOP_DATA_DIR": str(tmp_path)}
+        {
+            "ALACOP_PUBLIC_URL": "https://portal.example.gov",
+            "ALACOP_DATA_DIR": str(tmp_path),
+            "ALACOP_SECRET_KEY": SECRET,
+        }
     )
+    with pytest.raises(ConfigError) as info:
+        ensure_secret(settings)
+    assert str(info.value).startswith("encryption_keys:")
+
+
+@pytest.mark.parametrize("bad", ["not-a-key", "a" * 44])
+def test_encryption_keys_must_be_fernet_keys(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"^encryption_keys:"):
+        load_settings({"ALACOP_ENCRYPTION_KEYS": bad})
+
+
+def test_production_on_a_public_host_requires_a_secret(tmp_path: Path) -> None:
+    settings = load_settings({"ALACOP_PUBLIC_URL": "https://portal.example.gov", "ALACOP_DATA_DIR": str(tmp_path)})
     with pytest.raises(ConfigError) as info:
         ensure_secret(settings)
     assert str(info.value).startswith("secret_key:")
@@ -375,13 +383,16 @@ def test_development_generates_and_reuses_a_private_secret(tmp_path: Path) -> No
     )
     first = ensure_secret(settings)
     path = data_dir / "secret.key"
-    assert list(data_dir.iterdir()) == [path]
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(data_dir.iterdir()) == sorted([path, data_dir / "encryption.key"])
+    for kept in data_dir.iterdir():
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert first.encryption_keys == ((data_dir / "encryption.key").read_text().strip(),)
     assert len(first.secret_key) >= 32
     assert first.secret_key == path.read_text().strip()
     second = ensure_secret(settings)
     assert second.secret_key == first.secret_key
-    assert list(data_dir.iterdir()) == [path]
+    assert second.encryption_keys == first.encryption_keys
+    assert len(list(data_dir.iterdir())) == 2
 
 
 def test_production_on_loopback_gets_a_generated_secret(tmp_path: Path) -> None:

@@ -37,6 +37,19 @@ class EventType(StrEnum):
     AUDIT_EXPORTED = "AuditExported"
     AUDIT_VERIFIED = "AuditVerified"
     ACCOUNTS_LISTED = "AccountsListed"
+    METHOD_ADDED = "MethodAdded"
+    METHOD_REMOVED = "MethodRemoved"
+    METHOD_RENAMED = "MethodRenamed"
+    METHOD_ENROLMENT_FAILED = "MethodEnrolmentFailed"
+    SECOND_FACTOR_FAILED = "SecondFactorFailed"
+    RECOVERY_CODE_USED = "RecoveryCodeUsed"
+    RECOVERY_CODES_GENERATED = "RecoveryCodesGenerated"
+    SIGN_COUNT_REGRESSED = "SignCountRegressed"
+    REAUTHENTICATED = "Reauthenticated"
+    REAUTHENTICATION_FAILED = "ReauthenticationFailed"
+    OTHER_SESSIONS_ENDED = "OtherSessionsEnded"
+    NOTIFICATION_FAILED = "NotificationFailed"
+    SECRETS_RESEALED = "SecretsResealed"
     AGENCIES_LISTED = "AgenciesListed"
 
 
@@ -129,9 +142,7 @@ class AuditChain:
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
 
-    def seal(
-        self, event: AuditEvent, *, seq: int, at: datetime, ctx: RequestContext, prev_hash: str
-    ) -> AuditRecord:
+    def seal(self, event: AuditEvent, *, seq: int, at: datetime, ctx: RequestContext, prev_hash: str) -> AuditRecord:
         details = json.dumps(scrub(event.details), sort_keys=True, separators=(",", ":"), default=str)
         unsealed = AuditRecord(
             seq=seq,
@@ -202,9 +213,7 @@ def verify_chain(
     checked = 0
     for record in records:
         if record.seq != expected_seq:
-            return VerifyResult(
-                False, checked, record.seq, f"expected record {expected_seq}, found {record.seq}"
-            )
+            return VerifyResult(False, checked, record.seq, f"expected record {expected_seq}, found {record.seq}")
         if record.prev_hash != expected_prev:
             return VerifyResult(False, checked, record.seq, "link to the previous record is broken")
         if not hmac.compare_digest(chain.digest(record), record.hash):

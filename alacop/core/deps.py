@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alacop.core.clock import Clock
+from alacop.core.mail import Mailer
 from alacop.core.passwords import BannedList, PasswordHasher
 from alacop.core.ports import RateLimiter, Store
+from alacop.core.secretbox import SecretBox
 from alacop.policy.cjis import Policy
 
 
@@ -20,3 +22,10 @@ class Deps:
     limiter: RateLimiter
     domain: str
     banner_sha256: str
+    box: SecretBox
+    mailer: Mailer
+    # Who we are to authenticators and in messages.
+    portal_name: str = "AlaCOP"
+    support_name: str = "ALEA Support Center"
+    origin: str = "http://localhost:8000"
+    rp_id: str = "localhost"

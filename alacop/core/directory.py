@@ -87,9 +87,7 @@ class Directory:
         if password is None:
             generated = password = temporary_password()
         else:
-            problem = check_password(
-                password, policy=self._deps.policy, banned=self._deps.banned, username=uname
-            )
+            problem = check_password(password, policy=self._deps.policy, banned=self._deps.banned, username=uname)
             if problem is not None:
                 raise InvalidInput(problem.message, code=problem.code)
         password_hash = await self._deps.hasher.hash_async(password)
@@ -172,9 +170,7 @@ class Directory:
         user = await self._user(username)
         now = self._deps.clock.now()
         changed = replace(user, status=status, disabled_at=now if status is UserStatus.DISABLED else None)
-        event_type = (
-            EventType.ACCOUNT_DISABLED if status is UserStatus.DISABLED else EventType.ACCOUNT_ENABLED
-        )
+        event_type = EventType.ACCOUNT_DISABLED if status is UserStatus.DISABLED else EventType.ACCOUNT_ENABLED
         async with self._deps.store.transaction() as tx:
             await tx.users.update(changed)
             ended = 0

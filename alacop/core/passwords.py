@@ -50,9 +50,7 @@ class PasswordHasher:
         time_cost: int = ARGON2_TIME_COST,
         parallelism: int = ARGON2_PARALLELISM,
     ) -> None:
-        self._argon = _Argon2(
-            time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
-        )
+        self._argon = _Argon2(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID)
         # Unknown accounts are checked against this so they cost the same time as real ones.
         self._dummy = self._argon.hash(secrets.token_urlsafe(24))
         self._pool = ThreadPoolExecutor(max_workers=_hashing_threads(), thread_name_prefix="argon2")
@@ -132,9 +130,7 @@ def check_password(
     if len(value) > policy.password_max_length:
         return PasswordProblem("password_too_long", f"Use at most {policy.password_max_length} characters.")
     if any(unicodedata.category(ch) in _PRINTABLE_CATEGORIES_REFUSED for ch in value):
-        return PasswordProblem(
-            "password_unprintable", "Use letters, digits, spaces and printable symbols only."
-        )
+        return PasswordProblem("password_unprintable", "Use letters, digits, spaces and printable symbols only.")
     if username and username.casefold() in value.casefold():
         return PasswordProblem("password_contains_username", "Your password must not contain your username.")
     if value in banned:

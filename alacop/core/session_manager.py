@@ -26,6 +26,7 @@ async def open_session(
     *,
     aal: str,
     amr: tuple[str, ...],
+    second_factor: str | None = None,
 ) -> str:
     """Create a session and return its token; only the token's hash is stored."""
     token = new_token()
@@ -40,6 +41,7 @@ async def open_session(
         amr=amr,
         source_ip=ctx.source_ip[:64],
         user_agent=ctx.user_agent[:512],
+        second_factor=second_factor,
     )
     await tx.sessions.add(session)
     await tx.audit.append(
@@ -104,9 +106,7 @@ class SessionManager:
                 await tx.sessions.touch(id_hash, now)
         return Current(session=session, user=user)
 
-    async def end(
-        self, token: str | None, ctx: RequestContext, reason: EndReason = EndReason.SIGNED_OUT
-    ) -> bool:
+    async def end(self, token: str | None, ctx: RequestContext, reason: EndReason = EndReason.SIGNED_OUT) -> bool:
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return False
         id_hash = token_hash(token)

@@ -38,6 +38,12 @@ class Session:
     user_agent: str
     ended_at: datetime | None = None
     end_reason: str | None = None
+    # Which second factor the sign-in used; a recovery code may not then change other methods.
+    second_factor: str | None = None
+
+    def recent(self, now: datetime, policy: Policy) -> bool:
+        """Signed in or re-authenticated recently enough to change credentials (CJIS IA-11)."""
+        return now - self.auth_time < policy.reauth_window
 
     def expiry_reason(self, now: datetime, policy: Policy) -> EndReason | None:
         # The policy in force now counts too, so tightening it shortens sessions already open.

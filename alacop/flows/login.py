@@ -1,4 +1,4 @@
-"""Username-first sign-in as an explicit state machine.
+"""Username-first sign-in as an explicit state machine: identifier, password, then a second factor.
 
 ```mermaid
 stateDiagram-v2
@@ -7,27 +7,42 @@ stateDiagram-v2
     password --> identifier: change identifier
     password --> password: wrong password / locked
     password --> change_password: correct, but temporary or older than 365 days
-    password --> complete: correct
+    password --> second_factor: correct, and the account has a second factor
+    password --> enroll: correct, and the account has no second factor yet (first sign-in)
     change_password --> change_password: refused by policy / wrong current password
     change_password --> identifier: the 5th wrong current password locks the account
-    change_password --> complete: new password set (other sessions end)
+    change_password --> second_factor: new password set
+    change_password --> enroll: new password set, no second factor yet
+    second_factor --> second_factor: wrong or replayed code, failed key, another method chosen
+    second_factor --> identifier: the 5th failure locks the account
+    second_factor --> enroll: verified, but the policy needs more methods
+    second_factor --> complete: verified
+    enroll --> enroll: a method added, more needed / enrolment refused
+    enroll --> recovery_codes: the policy is met and recovery codes were issued
+    enroll --> complete: the policy is met (recovery codes already held)
+    recovery_codes --> complete: "I have saved my codes"
     complete --> [*]
 ```
+
+A password alone never completes: every session this flow opens is AAL2 (CJIS IA-2(1)/(2)).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
 from alacop.core import lockout
-from alacop.core.accounts import User
+from alacop.core.accounts import Role, User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
+from alacop.core.credentials import ENROLLABLE, MethodKind
 from alacop.core.deps import Deps
 from alacop.core.errors import FlowInvalid, InvalidInput
 from alacop.core.identifiers import WrongDomain, normalise_identifier
+from alacop.core.notify import notify
 from alacop.core.ports import FlowRecord
 from alacop.core.session_manager import open_session
 from alacop.flows.base import (
@@ -41,25 +56,31 @@ from alacop.flows.base import (
     new_csrf,
     new_flow_id,
 )
+from alacop.methods.factors import FactorRefused, Factors, Failed
 from alacop.methods.password import MAX_PASSWORD_INPUT, PasswordMethod
+from alacop.methods.webauthn import amr_for as webauthn_amr
+from alacop.methods.webauthn import authentication_options, new_challenge, registration_options
 
 
 class LoginState(StrEnum):
     IDENTIFIER = "identifier"
     PASSWORD = "password"
     CHANGE_PASSWORD = "change_password"
+    SECOND_FACTOR = "second_factor"
+    ENROLL = "enroll"
+    RECOVERY_CODES = "recovery_codes"
     COMPLETE = "complete"
 
 
+_S = LoginState
 TRANSITIONS: dict[LoginState, frozenset[LoginState]] = {
-    LoginState.IDENTIFIER: frozenset({LoginState.PASSWORD}),
-    LoginState.PASSWORD: frozenset(
-        {LoginState.IDENTIFIER, LoginState.PASSWORD, LoginState.CHANGE_PASSWORD, LoginState.COMPLETE}
-    ),
-    LoginState.CHANGE_PASSWORD: frozenset(
-        {LoginState.IDENTIFIER, LoginState.CHANGE_PASSWORD, LoginState.COMPLETE}
-    ),
-    LoginState.COMPLETE: frozenset(),
+    _S.IDENTIFIER: frozenset({_S.PASSWORD}),
+    _S.PASSWORD: frozenset({_S.IDENTIFIER, _S.PASSWORD, _S.CHANGE_PASSWORD, _S.SECOND_FACTOR, _S.ENROLL}),
+    _S.CHANGE_PASSWORD: frozenset({_S.IDENTIFIER, _S.CHANGE_PASSWORD, _S.SECOND_FACTOR, _S.ENROLL}),
+    _S.SECOND_FACTOR: frozenset({_S.IDENTIFIER, _S.SECOND_FACTOR, _S.ENROLL, _S.RECOVERY_CODES, _S.COMPLETE}),
+    _S.ENROLL: frozenset({_S.IDENTIFIER, _S.ENROLL, _S.RECOVERY_CODES, _S.COMPLETE}),
+    _S.RECOVERY_CODES: frozenset({_S.COMPLETE}),
+    _S.COMPLETE: frozenset(),
 }
 
 
@@ -81,6 +102,14 @@ class LoginFlow:
     change_reason: str | None = None
     # What the user typed at step 1, shown back to them when it was refused so they can correct it.
     typed: str | None = None
+    # The second factor: the kind on offer, the one verified, and what the session's amr will say.
+    method_kind: str | None = None
+    factor: str | None = None
+    amr: tuple[str, ...] = ()
+    # One-use WebAuthn challenge; a TOTP seed and recovery codes in transit, sealed with the portal's key.
+    challenge: str | None = None
+    pending_totp: str | None = None
+    codes_sealed: str | None = None
     messages: tuple[Message, ...] = field(default_factory=tuple)
 
     def move(self, to: LoginState, *messages: Message, **changes: object) -> LoginFlow:
@@ -94,6 +123,12 @@ class LoginFlow:
             "user_id": self.user_id,
             "change_reason": self.change_reason,
             "typed": self.typed,
+            "method_kind": self.method_kind,
+            "factor": self.factor,
+            "amr": list(self.amr),
+            "challenge": self.challenge,
+            "pending_totp": self.pending_totp,
+            "codes_sealed": self.codes_sealed,
             "messages": [m.as_dict() for m in self.messages],
         }
         return FlowRecord(
@@ -127,6 +162,12 @@ class LoginFlow:
             user_id=data.get("user_id"),
             change_reason=data.get("change_reason"),
             typed=data.get("typed"),
+            method_kind=data.get("method_kind"),
+            factor=data.get("factor"),
+            amr=tuple(data.get("amr", ())),
+            challenge=data.get("challenge"),
+            pending_totp=data.get("pending_totp"),
+            codes_sealed=data.get("codes_sealed"),
             messages=tuple(Message(**m) for m in data.get("messages", [])),
         )
 
@@ -138,18 +179,47 @@ class LoginResult:
     user: User | None = None
 
 
+_FACTOR_MESSAGES = {
+    "totp_code_wrong": Message(
+        "totp_code_wrong", "That code didn't work. Check that the time on your phone is right, then try again."
+    ),
+    "totp_code_replayed": Message(
+        "totp_code_replayed", "That code has already been used. Wait for the next code, then enter it."
+    ),
+    "recovery_code_wrong": Message(
+        "recovery_code_wrong", "That recovery code didn't work. Each code works once; check it and try again."
+    ),
+    "sign_count_regressed": Message(
+        "webauthn_failed",
+        "Your security key could not be verified. Try again, or sign in another way.",
+    ),
+    "totp_enrol_code_wrong": Message(
+        "totp_enrol_code_wrong", "That code didn't match. Enter the code your app shows now for AlaCOP."
+    ),
+    "webauthn_enrol_failed": Message(
+        "webauthn_enrol_failed", "The security key could not be registered. Try again, or choose another method."
+    ),
+    "webauthn_already_registered": Message(
+        "webauthn_already_registered", "That security key is already registered to an account."
+    ),
+    "default": Message(
+        "webauthn_failed", "Your security key could not be verified. Try again, or sign in another way."
+    ),
+}
+
+
 class LoginService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._password = PasswordMethod(deps)
+        self.factors = Factors(deps)
 
     # -- messages -----------------------------------------------------------------------------
     def _wrong_domain(self) -> Message:
         d = self._deps.domain
         return _msg(
             "identifier_wrong_domain",
-            f"Enter your AlaCOP email, which is your AlaCOP username followed by “@{d}” "
-            f"(example: cs0101@{d}).",
+            f"Enter your AlaCOP email, which is your AlaCOP username followed by “@{d}” (example: cs0101@{d}).",
         )
 
     _invalid_credentials = _msg("credentials_invalid", "Your account or password is incorrect.")
@@ -232,9 +302,7 @@ class LoginService:
             )
         return moved
 
-    async def _stay(
-        self, flow: LoginFlow, raw: str, message: Message, ctx: RequestContext, reason: str
-    ) -> LoginFlow:
+    async def _stay(self, flow: LoginFlow, raw: str, message: Message, ctx: RequestContext, reason: str) -> LoginFlow:
         stayed = replace(flow, messages=(message,), typed=raw.strip()[:254])
         async with self._deps.store.transaction() as tx:
             await tx.flows.save(stayed.to_record())
@@ -259,9 +327,7 @@ class LoginService:
         return moved
 
     # -- step 2: password ---------------------------------------------------------------------
-    async def submit_password(
-        self, flow: LoginFlow, password: str, csrf: str, ctx: RequestContext
-    ) -> LoginResult:
+    async def submit_password(self, flow: LoginFlow, password: str, csrf: str, ctx: RequestContext) -> LoginResult:
         check_csrf(flow.to_record(), csrf)
         if flow.state is not LoginState.PASSWORD or flow.identifier is None:
             raise FlowInvalid("password submitted out of turn")
@@ -317,36 +383,41 @@ class LoginService:
                 message = self._locked if just_locked else self._invalid_credentials
                 stayed = flow.move(LoginState.PASSWORD, message)
                 await tx.flows.save(stayed.to_record())
+            if just_locked and user is not None:
+                await notify(deps, user, "account_locked", ctx)
             return LoginResult(stayed)
 
         if not user.active:
             return await self._refuse(flow, user, identifier, ctx, self._disabled, "account_disabled", base)
 
+        if self._password.needs_rehash(user):
+            user = await self._password.rehashed(user, password)
+            async with deps.store.transaction() as tx:
+                await tx.users.update(user)
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.PASSWORD_REHASHED,
+                        Outcome.SUCCESS,
+                        subject_id=user.id,
+                        subject_name=identifier,
+                        agency_id=user.agency_id,
+                    ),
+                    ctx,
+                )
+        # The failure count is not cleared here: only a complete sign-in does, or a known password
+        # would let someone try second factors four at a time without end.
         reason = self._password.must_change(user, now)
         if reason is not None:
             notice = (
-                _msg(
-                    "password_temporary", "You signed in with a temporary password. Choose a new one.", "info"
-                )
+                _msg("password_temporary", "You signed in with a temporary password. Choose a new one.", "info")
                 if reason == "temporary"
-                else _msg(
-                    "password_expired", "Your password is more than a year old. Choose a new one.", "info"
-                )
+                else _msg("password_expired", "Your password is more than a year old. Choose a new one.", "info")
             )
-            moved = flow.move(LoginState.CHANGE_PASSWORD, notice, user_id=user.id, change_reason=reason)
+            moved = flow.move(LoginState.CHANGE_PASSWORD, notice, user_id=user.id, change_reason=reason, amr=("pwd",))
             async with deps.store.transaction() as tx:
-                await tx.throttles.clear(identifier)
                 await tx.flows.save(moved.to_record())
             return LoginResult(moved)
-
-        if self._password.needs_rehash(user):
-            user = await self._password.rehashed(user, password)
-            rehashed = True
-        else:
-            rehashed = False
-        return await self._complete(
-            flow, user, identifier, ctx, base, rehashed=rehashed, had_throttle=throttle is not None
-        )
+        return await self._advance(replace(flow, user_id=user.id, amr=("pwd",)), user, ctx)
 
     async def _refuse(
         self,
@@ -375,51 +446,184 @@ class LoginService:
             )
         return LoginResult(stayed)
 
-    async def _complete(
-        self,
-        flow: LoginFlow,
-        user: User,
-        identifier: str,
-        ctx: RequestContext,
-        base: dict[str, object],
-        *,
-        rehashed: bool = False,
-        had_throttle: bool = True,
-    ) -> LoginResult:
+    async def _complete(self, flow: LoginFlow, user: User, ctx: RequestContext) -> LoginResult:
+        if flow.factor is None or flow.identifier is None:
+            raise FlowInvalid("a sign-in completes only after a second factor")
         now = self._deps.clock.now()
         done = flow.move(LoginState.COMPLETE)
         user = replace(user, last_login_at=now)
+        amr = flow.amr or ("pwd",)
         async with self._deps.store.transaction() as tx:
-            if had_throttle:
-                await tx.throttles.clear(identifier)
+            await tx.throttles.clear(flow.identifier)
             await tx.users.update(user)
-            if rehashed:
-                await tx.audit.append(
-                    AuditEvent(
-                        EventType.PASSWORD_REHASHED,
-                        Outcome.SUCCESS,
-                        subject_id=user.id,
-                        subject_name=identifier,
-                        agency_id=user.agency_id,
-                    ),
-                    ctx,
-                )
             await tx.audit.append(
                 AuditEvent(
                     EventType.LOGIN_SUCCEEDED,
                     Outcome.SUCCESS,
                     actor_id=user.id,
                     subject_id=user.id,
-                    subject_name=identifier,
+                    subject_name=flow.identifier,
                     agency_id=user.agency_id,
-                    details={**base, "amr": ["pwd"]},
+                    details={
+                        "banner_sha256": self._deps.banner_sha256,
+                        "amr": list(amr),
+                        "aal": "aal2",
+                        "second_factor": flow.factor,
+                    },
                 ),
                 ctx,
             )
-            token = await open_session(tx, user, ctx, now, self._deps.policy, aal="aal1", amr=("pwd",))
+            token = await open_session(
+                tx, user, ctx, now, self._deps.policy, aal="aal2", amr=amr, second_factor=flow.factor
+            )
             # A finished flow is spent: replaying its id starts over rather than signing in again.
             await tx.flows.delete(flow.id)
         return LoginResult(done, session_token=token, user=user)
+
+    # -- after the password: second factor, enrolment, recovery codes -----------------------------
+    async def _user(self, flow: LoginFlow) -> User:
+        if flow.user_id is None:
+            raise FlowInvalid("no account in this flow")
+        async with self._deps.store.read() as db:
+            user = await db.users.get(flow.user_id)
+        if user is None or not user.active:
+            raise FlowInvalid("account changed during sign-in")
+        return user
+
+    async def _save(self, flow: LoginFlow) -> LoginResult:
+        async with self._deps.store.transaction() as tx:
+            await tx.flows.save(flow.to_record())
+        return LoginResult(flow)
+
+    async def _advance(self, flow: LoginFlow, user: User, ctx: RequestContext, *messages: Message) -> LoginResult:
+        """Take the flow to its next step, given what the account has and what was proven so far."""
+        methods = await self.factors.methods(user)
+        if flow.factor is None:
+            kinds = self.factors.kinds_available(methods, await self.factors.recovery_codes_left(user))
+            if kinds:
+                # Anyone holding only the password must prove a factor before adding another.
+                kind = MethodKind(flow.method_kind) if flow.method_kind in kinds else kinds[0]
+                return await self._save(
+                    flow.move(
+                        LoginState.SECOND_FACTOR, *messages, method_kind=str(kind), challenge=self._challenge(kind)
+                    )
+                )
+            # No factor at all: the first sign-in (or after a reset). Enrolling proves the first one.
+            return await self._save(flow.move(LoginState.ENROLL, *messages, method_kind=None, challenge=None))
+        if not self.factors.meets_policy(user, methods):
+            return await self._save(flow.move(LoginState.ENROLL, *messages, method_kind=None, challenge=None))
+        if flow.codes_sealed is None and await self.factors.recovery_codes_left(user) == 0:
+            codes = await self.factors.issue_recovery_codes(user, ctx)
+            sealed = self._deps.box.seal(json.dumps(codes).encode("utf-8"))
+            return await self._save(flow.move(LoginState.RECOVERY_CODES, *messages, codes_sealed=sealed))
+        return await self._complete(flow, user, ctx)
+
+    def _challenge(self, kind: MethodKind) -> str | None:
+        return new_challenge() if kind is MethodKind.WEBAUTHN else None
+
+    async def choose_method(self, flow: LoginFlow, kind: str, csrf: str) -> LoginFlow:
+        check_csrf(flow.to_record(), csrf)
+        if flow.state is not LoginState.SECOND_FACTOR:
+            raise FlowInvalid("method chosen out of turn")
+        user = await self._user(flow)
+        methods = await self.factors.methods(user)
+        kinds = self.factors.kinds_available(methods, await self.factors.recovery_codes_left(user))
+        chosen = next((k for k in kinds if str(k) == kind), None)
+        if chosen is None:
+            raise FlowInvalid("that method is not available")
+        return (
+            await self._save(
+                flow.move(LoginState.SECOND_FACTOR, method_kind=str(chosen), challenge=self._challenge(chosen))
+            )
+        ).flow
+
+    async def submit_second_factor(
+        self, flow: LoginFlow, *, code: str, credential: str, csrf: str, ctx: RequestContext
+    ) -> LoginResult:
+        check_csrf(flow.to_record(), csrf)
+        if flow.state is not LoginState.SECOND_FACTOR or flow.method_kind is None:
+            raise FlowInvalid("second factor submitted out of turn")
+        user = await self._user(flow)
+        kind = MethodKind(flow.method_kind)
+        outcome = await self.factors.verify(
+            user,
+            kind,
+            ctx=ctx,
+            purpose="sign_in",
+            code=code[:64],
+            credential=credential,
+            challenge=flow.challenge or "",
+        )
+        if isinstance(outcome, Failed):
+            if outcome.locked:
+                return await self._save(
+                    flow.move(
+                        LoginState.IDENTIFIER,
+                        self._locked,
+                        identifier=None,
+                        user_id=None,
+                        method_kind=None,
+                        challenge=None,
+                    )
+                )
+            message = _FACTOR_MESSAGES.get(outcome.reason, _FACTOR_MESSAGES["default"])
+            # A WebAuthn challenge is single-use, whatever the outcome.
+            return await self._save(flow.move(LoginState.SECOND_FACTOR, message, challenge=self._challenge(kind)))
+        verified = replace(flow, factor=str(kind), amr=("pwd", outcome.amr), challenge=None)
+        return await self._advance(verified, user, ctx)
+
+    async def enroll_choose(self, flow: LoginFlow, kind: str, csrf: str) -> LoginFlow:
+        check_csrf(flow.to_record(), csrf)
+        if flow.state is not LoginState.ENROLL:
+            raise FlowInvalid("enrolment out of turn")
+        user = await self._user(flow)
+        if kind == MethodKind.TOTP:
+            pending = self.factors.start_totp(user)
+            moved = flow.move(LoginState.ENROLL, method_kind=kind, pending_totp=pending.sealed_secret, challenge=None)
+        elif kind == MethodKind.WEBAUTHN:
+            moved = flow.move(LoginState.ENROLL, method_kind=kind, pending_totp=None, challenge=new_challenge())
+        else:
+            raise FlowInvalid("that method cannot be enrolled")
+        return (await self._save(moved)).flow
+
+    async def enroll_submit(
+        self, flow: LoginFlow, *, code: str, credential: str, name: str, csrf: str, ctx: RequestContext
+    ) -> LoginResult:
+        check_csrf(flow.to_record(), csrf)
+        if flow.state is not LoginState.ENROLL or flow.method_kind is None:
+            raise FlowInvalid("enrolment out of turn")
+        user = await self._user(flow)
+        try:
+            if flow.method_kind == MethodKind.TOTP and flow.pending_totp:
+                method = await self.factors.confirm_totp(user, flow.pending_totp, code[:64], name, ctx)
+                amr = "otp"
+            elif flow.method_kind == MethodKind.WEBAUTHN and flow.challenge:
+                method = await self.factors.confirm_webauthn(user, flow.challenge, credential, name, ctx)
+                amr = webauthn_amr(method)
+            else:
+                raise FlowInvalid("nothing is being enrolled")
+        except FactorRefused as exc:
+            refreshed = new_challenge() if flow.method_kind == MethodKind.WEBAUTHN else None
+            message = _FACTOR_MESSAGES.get(exc.code, _FACTOR_MESSAGES["default"])
+            return await self._save(flow.move(LoginState.ENROLL, message, challenge=refreshed))
+        added = _msg("method_added", f"{method.kind.label} “{method.name}” was added.", "success")
+        progressed = replace(flow, method_kind=None, pending_totp=None, challenge=None)
+        if progressed.factor is None:
+            # Completing enrolment proved possession of the new factor: that is this sign-in's second factor.
+            progressed = replace(progressed, factor=str(method.kind), amr=("pwd", amr))
+        return await self._advance(progressed, user, ctx, added)
+
+    def recovery_codes(self, flow: LoginFlow) -> list[str]:
+        if flow.state is not LoginState.RECOVERY_CODES or not flow.codes_sealed:
+            return []
+        codes: list[str] = json.loads(self._deps.box.open(flow.codes_sealed))
+        return codes
+
+    async def acknowledge_codes(self, flow: LoginFlow, csrf: str, ctx: RequestContext) -> LoginResult:
+        check_csrf(flow.to_record(), csrf)
+        if flow.state is not LoginState.RECOVERY_CODES:
+            raise FlowInvalid("codes acknowledged out of turn")
+        return await self._complete(replace(flow, codes_sealed=None), await self._user(flow), ctx)
 
     # -- forced password change ---------------------------------------------------------------
     async def submit_new_password(
@@ -453,11 +657,48 @@ class LoginService:
             async with deps.store.transaction() as tx:
                 await tx.flows.save(stayed.to_record())
             return LoginResult(stayed)
-        return await self._complete(
-            flow,
-            outcome.user,
-            flow.identifier,
-            ctx,
-            {"banner_sha256": deps.banner_sha256},
-            had_throttle=False,
-        )
+        return await self._advance(flow, outcome.user, ctx)
+
+
+@dataclass(frozen=True, slots=True)
+class FactorChoice:
+    kind: str
+    label: str
+
+
+async def login_view(service: LoginService, flow: LoginFlow) -> dict[str, object]:
+    """What the page for the flow's current step needs beyond the flow itself."""
+    view: dict[str, object] = {}
+    if flow.state not in {LoginState.SECOND_FACTOR, LoginState.ENROLL, LoginState.RECOVERY_CODES}:
+        return view
+    factors = service.factors
+    user = await service._user(flow)
+    methods = await factors.methods(user)
+    if flow.state is LoginState.SECOND_FACTOR:
+        kinds = factors.kinds_available(methods, await factors.recovery_codes_left(user))
+        view["choices"] = [FactorChoice(str(k), k.label) for k in kinds]
+        if flow.method_kind == MethodKind.WEBAUTHN and flow.challenge:
+            keys = [m for m in methods if m.kind is MethodKind.WEBAUTHN]
+            view["webauthn_options"] = authentication_options(
+                factors.rp, challenge=flow.challenge, methods=keys, require_uv=False
+            )
+    elif flow.state is LoginState.ENROLL:
+        view["methods"] = [m for m in methods if m.kind in ENROLLABLE]
+        view["required"] = factors.required(user)
+        view["privileged"] = user.role is not Role.USER
+        if flow.method_kind == MethodKind.TOTP and flow.pending_totp:
+            pending = factors.reopen_totp(user, flow.pending_totp)
+            view["totp_qr"] = pending.qr_svg
+            view["totp_secret"] = " ".join(pending.secret[i : i + 4] for i in range(0, len(pending.secret), 4))
+        if flow.method_kind == MethodKind.WEBAUTHN and flow.challenge:
+            view["webauthn_options"] = registration_options(
+                factors.rp,
+                user_handle=factors.user_handle(user),
+                username=f"{user.username}@{service._deps.domain}",
+                display_name=user.name,
+                challenge=flow.challenge,
+                existing=[m for m in methods if m.kind is MethodKind.WEBAUTHN],
+            )
+    else:
+        view["codes"] = service.recovery_codes(flow)
+    return view

@@ -10,6 +10,7 @@ from alacop.core.accounts import User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
+from alacop.core.notify import notify
 from alacop.core.passwords import PasswordProblem, check_password
 from alacop.core.sessions import EndReason
 
@@ -53,9 +54,7 @@ class PasswordMethod:
     def problem(self, user: User, new_password: str, confirm: str) -> PasswordProblem | None:
         if new_password != confirm:
             return PasswordProblem("password_mismatch", "The new passwords do not match.")
-        return check_password(
-            new_password, policy=self._deps.policy, banned=self._deps.banned, username=user.username
-        )
+        return check_password(new_password, policy=self._deps.policy, banned=self._deps.banned, username=user.username)
 
     async def with_new_password(self, user: User, new_password: str, now: datetime) -> User:
         new_hash = await self._deps.hasher.hash_async(new_password)
@@ -65,16 +64,11 @@ class PasswordMethod:
         """Why the user must choose a new password now, if they must (CJIS IA-5 f)."""
         if user.must_change_password:
             return "temporary"
-        if (
-            user.password_changed_at is None
-            or now - user.password_changed_at >= self._deps.policy.password_max_age
-        ):
+        if user.password_changed_at is None or now - user.password_changed_at >= self._deps.policy.password_max_age:
             return "expired"
         return None
 
-    def _event(
-        self, kind: EventType, outcome: Outcome, reason: str, user: User, **details: object
-    ) -> AuditEvent:
+    def _event(self, kind: EventType, outcome: Outcome, reason: str, user: User, **details: object) -> AuditEvent:
         return AuditEvent(
             kind,
             outcome,
@@ -137,6 +131,7 @@ class PasswordMethod:
                 )
                 await tx.audit.append(lock_event, ctx)
                 ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.LOCKED)
+            await notify(deps, user, "account_locked", ctx)
             return ChangeOutcome(problem=LOCKED, locked=True, sessions_ended=ended)
         problem = self.problem(user, new, confirm)
         if problem is None and new == current:
@@ -154,9 +149,8 @@ class PasswordMethod:
                 if other.id_hash != keep_session:
                     ended += int(await tx.sessions.end(other.id_hash, now, EndReason.PASSWORD_CHANGED))
             await tx.audit.append(
-                self._event(
-                    EventType.PASSWORD_CHANGED, Outcome.SUCCESS, reason, user, other_sessions_ended=ended
-                ),
+                self._event(EventType.PASSWORD_CHANGED, Outcome.SUCCESS, reason, user, other_sessions_ended=ended),
                 ctx,
             )
+        await notify(deps, changed, "password_changed", ctx)
         return ChangeOutcome(user=changed, sessions_ended=ended)

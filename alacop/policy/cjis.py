@@ -30,6 +30,13 @@ class Policy:
     inactive_disable_days: int = 90
     # CJIS IA-4 d: identifiers are not reused for one year.
     identifier_reuse_days: int = 365
+    # CJIS IA-2(1)/(2): every account has a second factor; privileged accounts two different kinds.
+    methods_required_user: int = 1
+    methods_required_privileged: int = 2
+    # CJIS IA-11: changing a credential needs a sign-in (or re-authentication) this recent.
+    reauth_minutes: int = 10
+    # RFC 6238: one 30-second step either side absorbs clock drift between phone and server.
+    totp_skew_steps: int = 1
     # DESIGN.md: passkeys and personal accounts are shown but not supported by default.
     passkey_sign_in: bool = False
     # CJIS: personal (GitHub and similar) accounts are never accepted; not a switch.
@@ -52,6 +59,10 @@ class Policy:
         return timedelta(minutes=self.flow_lifetime_minutes)
 
     @property
+    def reauth_window(self) -> timedelta:
+        return timedelta(minutes=self.reauth_minutes)
+
+    @property
     def password_max_age(self) -> timedelta:
         return timedelta(days=self.password_max_age_days)
 
@@ -72,6 +83,10 @@ _SOURCES = {
     "rate_limit_per_minute": "OWASP ASVS 5 6.3.1",
     "inactive_disable_days": "CJIS AC-2(3)",
     "identifier_reuse_days": "CJIS IA-4 d",
+    "methods_required_user": "CJIS IA-2(1)/(2)",
+    "methods_required_privileged": "CJIS IA-2(1); Entra SSPR (2 for administrators)",
+    "reauth_minutes": "CJIS IA-11",
+    "totp_skew_steps": "RFC 6238 section 6",
     "passkey_sign_in": "NIST SP 800-63B rev 4 (phishing-resistant option)",
     "social_sign_in": "CJIS: personal accounts refused",
 }
@@ -89,6 +104,10 @@ _BOUNDS: dict[str, tuple[int, int]] = {
     "rate_limit_per_minute": (1, 100_000),
     "inactive_disable_days": (1, 90),
     "identifier_reuse_days": (365, 3650),
+    "methods_required_user": (1, 3),
+    "methods_required_privileged": (2, 3),
+    "reauth_minutes": (1, 10),
+    "totp_skew_steps": (0, 1),
 }
 
 
@@ -111,9 +130,6 @@ def policy_from_mapping(values: dict[str, Any], *, prefix: str = "policy") -> Po
         changes[key] = number
     if changes.get("social_sign_in"):
         raise ConfigError(f"{prefix}.social_sign_in: personal accounts cannot be enabled under CJIS")
-    if changes.get("passkey_sign_in"):
-        # Passwordless passkeys arrive with multi-factor sign-in; until then the switch stays off.
-        raise ConfigError(f"{prefix}.passkey_sign_in: passkey sign-in is not available in this release")
     return replace(policy, **changes)
 
 

@@ -12,6 +12,7 @@ from alacop.core.accounts import Agency, Role, User, UserStatus
 from alacop.core.audit import GENESIS_HASH, AuditChain, AuditEvent, AuditRecord
 from alacop.core.clock import Clock, isoformat, parse_iso
 from alacop.core.context import RequestContext
+from alacop.core.credentials import AuthMethod, MethodKind, RecoveryCode
 from alacop.core.errors import Conflict
 from alacop.core.ports import FlowRecord, Throttle
 from alacop.core.sessions import Session
@@ -127,8 +128,7 @@ class SqlUsers(_Repo):
 
     async def add(self, user: User) -> None:
         await self._insert(
-            f"INSERT INTO users ({_USER_FIELDS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            f"INSERT INTO users ({_USER_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             *self._values(user),
             conflict="username_taken",
             detail="that username is taken",
@@ -176,13 +176,14 @@ class SqlSessions(_Repo):
             user_agent=row["user_agent"],
             ended_at=dt(row["ended_at"]),
             end_reason=row["end_reason"],
+            second_factor=row["second_factor"],
         )
 
     async def add(self, session: Session) -> None:
         ts = self.conn.ts
         await self.conn.execute(
             "INSERT INTO sessions (id_hash, user_id, created_at, last_seen_at, expires_at, auth_time, aal, "
-            "amr, source_ip, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "amr, source_ip, user_agent, second_factor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             session.id_hash,
             session.user_id,
             ts(session.created_at),
@@ -193,6 +194,7 @@ class SqlSessions(_Repo):
             json.dumps(list(session.amr)),
             session.source_ip,
             session.user_agent,
+            session.second_factor,
         )
 
     async def get(self, id_hash: str) -> Session | None:
@@ -200,9 +202,7 @@ class SqlSessions(_Repo):
         return self._session(row) if row else None
 
     async def touch(self, id_hash: str, at: datetime) -> None:
-        await self.conn.execute(
-            "UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1", id_hash, self.conn.ts(at)
-        )
+        await self.conn.execute("UPDATE sessions SET last_seen_at = $2 WHERE id_hash = $1", id_hash, self.conn.ts(at))
 
     async def end(self, id_hash: str, at: datetime, reason: str) -> bool:
         count = await self.conn.execute(
@@ -220,6 +220,9 @@ class SqlSessions(_Repo):
             self.conn.ts(at),
             reason,
         )
+
+    async def reauthenticated(self, id_hash: str, at: datetime) -> None:
+        await self.conn.execute("UPDATE sessions SET auth_time = $2 WHERE id_hash = $1", id_hash, self.conn.ts(at))
 
     async def active_for_user(self, user_id: str) -> Sequence[Session]:
         rows = await self.conn.fetch(
@@ -315,6 +318,123 @@ class SqlThrottles(_Repo):
         await self.conn.execute("DELETE FROM login_throttles WHERE key = $1", key)
 
 
+class SqlMethods(_Repo):
+    def _method(self, row: Row) -> AuthMethod:
+        return AuthMethod(
+            id=row["id"],
+            user_id=row["user_id"],
+            kind=MethodKind(row["kind"]),
+            name=row["name"],
+            created_at=self.conn.dt(row["created_at"]),  # type: ignore[arg-type]
+            last_used_at=self.conn.dt(row["last_used_at"]),
+            totp_secret=row["totp_secret"],
+            totp_last_step=int(row["totp_last_step"]),
+            credential_id=row["credential_id"],
+            public_key=row["public_key"],
+            sign_count=int(row["sign_count"]),
+            transports=tuple(json.loads(row["transports"])),
+            synced=bool(row["synced"]),
+            discoverable=bool(row["discoverable"]),
+        )
+
+    async def add(self, method: AuthMethod) -> None:
+        await self._insert(
+            "INSERT INTO auth_methods (id, user_id, kind, name, created_at, last_used_at, totp_secret, "
+            "totp_last_step, credential_id, public_key, sign_count, transports, synced, discoverable) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            method.id,
+            method.user_id,
+            str(method.kind),
+            method.name,
+            self.conn.ts(method.created_at),
+            self.conn.ts(method.last_used_at),
+            method.totp_secret,
+            method.totp_last_step,
+            method.credential_id,
+            method.public_key,
+            method.sign_count,
+            json.dumps(list(method.transports)),
+            method.synced,
+            method.discoverable,
+            conflict="credential_exists",
+            detail="that security key is already registered",
+        )
+
+    async def for_user(self, user_id: str) -> Sequence[AuthMethod]:
+        rows = await self.conn.fetch("SELECT * FROM auth_methods WHERE user_id = $1 ORDER BY created_at, id", user_id)
+        return [self._method(r) for r in rows]
+
+    async def get(self, method_id: str) -> AuthMethod | None:
+        row = await self.conn.fetchrow("SELECT * FROM auth_methods WHERE id = $1", method_id)
+        return self._method(row) if row else None
+
+    async def by_credential_id(self, credential_id: str) -> AuthMethod | None:
+        row = await self.conn.fetchrow("SELECT * FROM auth_methods WHERE credential_id = $1", credential_id)
+        return self._method(row) if row else None
+
+    async def rename(self, method_id: str, name: str) -> None:
+        await self.conn.execute("UPDATE auth_methods SET name = $2 WHERE id = $1", method_id, name)
+
+    async def delete(self, method_id: str) -> None:
+        await self.conn.execute("DELETE FROM auth_methods WHERE id = $1", method_id)
+
+    async def delete_all_for_user(self, user_id: str) -> int:
+        return await self.conn.execute("DELETE FROM auth_methods WHERE user_id = $1", user_id)
+
+    async def accept_totp_step(self, method_id: str, step: int, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE auth_methods SET totp_last_step = $2, last_used_at = $3 WHERE id = $1 AND totp_last_step < $2",
+            method_id,
+            step,
+            self.conn.ts(at),
+        )
+        return count > 0
+
+    async def used_webauthn(self, method_id: str, sign_count: int, at: datetime) -> None:
+        await self.conn.execute(
+            "UPDATE auth_methods SET sign_count = $2, last_used_at = $3 WHERE id = $1",
+            method_id,
+            sign_count,
+            self.conn.ts(at),
+        )
+
+    async def reseal(self, method_id: str, totp_secret: str) -> None:
+        await self.conn.execute("UPDATE auth_methods SET totp_secret = $2 WHERE id = $1", method_id, totp_secret)
+
+
+class SqlRecoveryCodes(_Repo):
+    async def replace_set(self, user_id: str, codes: Sequence[RecoveryCode]) -> int:
+        voided = await self.conn.execute("DELETE FROM recovery_codes WHERE user_id = $1", user_id)
+        await self.conn.executemany(
+            "INSERT INTO recovery_codes (id, user_id, code_hash, salt, created_at) VALUES ($1, $2, $3, $4, $5)",
+            [(c.id, c.user_id, c.code_hash, c.salt, self.conn.ts(c.created_at)) for c in codes],
+        )
+        return voided
+
+    async def unused_for_user(self, user_id: str) -> Sequence[RecoveryCode]:
+        rows = await self.conn.fetch(
+            "SELECT * FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL ORDER BY id", user_id
+        )
+        return [
+            RecoveryCode(
+                id=r["id"],
+                user_id=r["user_id"],
+                code_hash=r["code_hash"],
+                salt=r["salt"],
+                created_at=self.conn.dt(r["created_at"]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+
+    async def spend(self, code_id: str, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE recovery_codes SET used_at = $2 WHERE id = $1 AND used_at IS NULL",
+            code_id,
+            self.conn.ts(at),
+        )
+        return count > 0
+
+
 class SqlAudit(_Repo):
     """Appends to the chain. The head row is locked once per transaction and written back at its end."""
 
@@ -333,9 +453,7 @@ class SqlAudit(_Repo):
             # Outside a transaction the head lock would not hold, and two writers could fork the chain.
             raise RuntimeError("audit events are appended only inside a transaction")
         if self._head is None:
-            row = await self.conn.fetchrow(
-                "SELECT seq, hash FROM audit_head WHERE id = 1" + self.conn.for_update
-            )
+            row = await self.conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1" + self.conn.for_update)
             assert row is not None, "audit_head is created by the first migration"
             self._head = (int(row["seq"]), row["hash"])
         seq, prev = self._head
@@ -364,6 +482,8 @@ class SqlTransaction:
         self.sessions = SqlSessions(db, conn)
         self.flows = SqlFlows(db, conn)
         self.throttles = SqlThrottles(db, conn)
+        self.methods = SqlMethods(db, conn)
+        self.recovery_codes = SqlRecoveryCodes(db, conn)
         self.audit = SqlAudit(db, conn, chain, clock, writable=writable)
 
 
@@ -377,9 +497,7 @@ class SqlAuditReader:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def records(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> AsyncIterator[AuditRecord]:
+    async def records(self, since: datetime | None = None, until: datetime | None = None) -> AsyncIterator[AuditRecord]:
         # Keyset pages in short reads: constant memory, and no lock held while the consumer works.
         low = isoformat(since) if since else ""
         high = isoformat(until) if until else "9999"
@@ -398,6 +516,17 @@ class SqlAuditReader:
             if len(rows) < self.PAGE:
                 return
             after = int(rows[-1]["seq"])
+
+    async def recent_for_subject(self, subject_id: str, types: Sequence[str], limit: int) -> Sequence[AuditRecord]:
+        placeholders = ", ".join(f"${i + 2}" for i in range(len(types)))
+        async with self._db.read() as conn:
+            rows = await conn.fetch(
+                f"SELECT * FROM audit_events WHERE subject_id = $1 AND type IN ({placeholders}) "
+                f"ORDER BY seq DESC LIMIT {int(limit)}",
+                subject_id,
+                *types,
+            )
+        return [_record(r) for r in rows]
 
     async def head(self) -> tuple[int, str]:
         async with self._db.read() as conn:

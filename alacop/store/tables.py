@@ -89,6 +89,7 @@ sessions = Table(
     Column("user_agent", String(512), nullable=False),
     Column("ended_at", UTCDateTime),
     Column("end_reason", String(32)),
+    Column("second_factor", String(16)),
 )
 
 flows = Table(
@@ -112,6 +113,36 @@ login_throttles = Table(
     # The times of the latest failures, as JSON; only as many as the lockout threshold are kept.
     Column("failure_times", Text, nullable=False),
     Column("locked_at", UTCDateTime),
+)
+
+auth_methods = Table(
+    "auth_methods",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime),
+    Column("totp_secret", Text),
+    Column("totp_last_step", BigInteger, nullable=False, default=0),
+    Column("credential_id", String(1400), unique=True),
+    Column("public_key", Text),
+    Column("sign_count", BigInteger, nullable=False, default=0),
+    Column("transports", String(200), nullable=False, default="[]"),
+    Column("synced", Boolean, nullable=False, default=False),
+    Column("discoverable", Boolean, nullable=False, default=False),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("salt", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
 )
 
 audit_events = Table(

@@ -20,12 +20,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from alacop.config import Settings
+from alacop.config import Settings, ensure_secret
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.clock import Clock
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError
 from alacop.core.housekeeping import purge_expired_flows
+from alacop.core.mail import Mailer
 from alacop.core.passwords import PasswordHasher
 from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
@@ -33,7 +34,7 @@ from alacop.flows.login import LoginService
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
-from alacop.web.routes import account, login, pages
+from alacop.web.routes import account, login, pages, security
 from alacop.wiring import build_deps
 
 log = logging.getLogger("alacop")
@@ -75,14 +76,16 @@ def create_app(
     clock: Clock | None = None,
     limiter: RateLimiter | None = None,
     hasher: PasswordHasher | None = None,
+    mailer: Mailer | None = None,
 ) -> Starlette:
+    settings = ensure_secret(settings)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["brand"] = settings.branding
     templates.env.globals["test_mode"] = settings.env == "test"
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        deps = build_deps(settings, clock=clock, limiter=limiter, hasher=hasher)
+        deps = build_deps(settings, clock=clock, limiter=limiter, hasher=hasher, mailer=mailer)
         app.state.portal = Portal(
             settings=settings,
             deps=deps,
@@ -110,11 +113,25 @@ def create_app(
         Route("/login/password", login.password, methods=["POST"]),
         Route("/login/change-identifier", login.change_identifier, methods=["POST"]),
         Route("/login/new-password", login.new_password, methods=["POST"]),
+        Route("/login/method", login.method, methods=["POST"]),
+        Route("/login/second-factor", login.second_factor, methods=["POST"]),
+        Route("/login/enroll/choose", login.enroll_choose, methods=["POST"]),
+        Route("/login/enroll", login.enroll, methods=["POST"]),
+        Route("/login/recovery-codes", login.recovery_codes, methods=["POST"]),
         Route("/login/options", login.options, methods=["GET"]),
         Route("/logout", account.logout, methods=["POST"]),
         Route("/apps", account.apps, methods=["GET"]),
         Route("/account/password", account.password_page, methods=["GET"]),
         Route("/account/password", account.password_submit, methods=["POST"]),
+        Route("/account/security", security.page, methods=["GET"]),
+        Route("/account/security/rename", security.rename, methods=["POST"]),
+        Route("/account/security/remove", security.remove, methods=["POST"]),
+        Route("/account/security/recovery-codes", security.recovery_codes, methods=["POST"]),
+        Route("/account/security/sessions/end-others", security.end_others, methods=["POST"]),
+        Route("/account/security/add", security.add_post, methods=["POST"]),
+        Route("/account/security/add", security.add_page, methods=["GET"]),
+        Route("/account/reauth", security.reauth_page, methods=["GET"]),
+        Route("/account/reauth", security.reauth_submit, methods=["POST"]),
         Route("/recover", pages.recover),
         Route("/register", pages.register),
         Route("/help", pages.help_home),

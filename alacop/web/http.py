@@ -140,9 +140,7 @@ def set_cookie(request: Request, response: Response, base: str, value: str) -> N
 
 def clear_cookie(request: Request, response: Response, base: str) -> None:
     p = portal(request)
-    response.delete_cookie(
-        p.cookie_prefix + base, path="/", secure=p.secure_cookies, httponly=True, samesite="lax"
-    )
+    response.delete_cookie(p.cookie_prefix + base, path="/", secure=p.secure_cookies, httponly=True, samesite="lax")
 
 
 def apply_browser_cookie(request: Request, response: Response) -> Response:

@@ -96,8 +96,7 @@ def _log_access(scope: Scope, status: int, started: float, request_id: str) -> N
         return
     headers = dict(scope.get("headers") or [])
     entry: dict[str, Any] = {
-        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1e6) % 1_000_000:06d}Z",
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1e6) % 1_000_000:06d}Z",
         "request_id": request_id,
         "method": scope.get("method"),
         # The path only: query strings can carry codes and tokens, which never reach the logs.

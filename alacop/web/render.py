@@ -16,6 +16,4 @@ def template(request: Request, name: str, ctx: dict[str, Any], status: int = 200
 
 
 async def error_page(request: Request, status: int, code: str, title: str, text: str) -> Response:
-    return template(
-        request, "error.html", {"status": status, "code": code, "title": title, "text": text}, status
-    )
+    return template(request, "error.html", {"status": status, "code": code, "title": title, "text": text}, status)

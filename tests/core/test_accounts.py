@@ -49,9 +49,7 @@ def test_valid_username(raw: str, username: str) -> None:
     assert validate_username(raw) == username
 
 
-@pytest.mark.parametrize(
-    "raw", ["", "a", "a" * 33, "1jsmith", ".jsmith", "j smith", "jsmith@alacop.gov", "jsmïth"]
-)
+@pytest.mark.parametrize("raw", ["", "a", "a" * 33, "1jsmith", ".jsmith", "j smith", "jsmith@alacop.gov", "jsmïth"])
 def test_invalid_username(raw: str) -> None:
     assert code_of(validate_username, raw) == "invalid_username"
 

@@ -207,9 +207,7 @@ class _Spy:
         return bool(self.inner.verify(stored, password))
 
 
-def test_verify_without_a_hash_is_false_but_still_runs(
-    fast: PasswordHasher, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_verify_without_a_hash_is_false_but_still_runs(fast: PasswordHasher, monkeypatch: pytest.MonkeyPatch) -> None:
     spy = _Spy(fast._argon)
     monkeypatch.setattr(fast, "_argon", spy)
     assert fast.verify(None, "granite harbor") is False
@@ -227,9 +225,7 @@ def test_verify_none_is_false_even_for_the_dummy_password(monkeypatch: pytest.Mo
     assert hasher.verify(hasher._dummy, "known dummy") is True
 
 
-@pytest.mark.parametrize(
-    "garbage", ["garbage", "", "$argon2id$v=19$m=1024,t=1,p=1$bad", "$2b$12$abcdefghijk"]
-)
+@pytest.mark.parametrize("garbage", ["garbage", "", "$argon2id$v=19$m=1024,t=1,p=1$bad", "$2b$12$abcdefghijk"])
 def test_garbage_hash(fast: PasswordHasher, garbage: str) -> None:
     if garbage:
         assert fast.verify(garbage, "granite harbor") is False
@@ -253,9 +249,7 @@ def test_line_and_paragraph_separators_are_not_printable(separator: str) -> None
     from alacop.core.passwords import BannedList, check_password
     from alacop.policy.cjis import Policy
 
-    problem = check_password(
-        f"long enough{separator}passphrase", policy=Policy(), banned=BannedList(frozenset())
-    )
+    problem = check_password(f"long enough{separator}passphrase", policy=Policy(), banned=BannedList(frozenset()))
     assert problem is not None
     assert problem.code == "password_unprintable"
 

@@ -112,6 +112,4 @@ def test_tightened_absolute_limit_applies_to_open_sessions() -> None:
         "ua",
     )
     assert session.expiry_reason(t0 + timedelta(hours=6), Policy()) is None
-    assert (
-        session.expiry_reason(t0 + timedelta(hours=6), Policy(session_absolute_hours=6)) is EndReason.ABSOLUTE
-    )
+    assert session.expiry_reason(t0 + timedelta(hours=6), Policy(session_absolute_hours=6)) is EndReason.ABSOLUTE

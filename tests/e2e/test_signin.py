@@ -88,9 +88,7 @@ def test_signin_page_layout_and_order(
     if viewport is PHONE:
         assert bar["y"] >= square["y"] + square["height"], f"bar {bar} should be below the square {square}"
         assert bar["x"] >= 0
-        assert bar["x"] + bar["width"] <= viewport["width"] + 0.5, (
-            "the sign-in bar overflows the phone screen"
-        )
+        assert bar["x"] + bar["width"] <= viewport["width"] + 0.5, "the sign-in bar overflows the phone screen"
     else:
         assert bar["x"] >= square["x"] + square["width"], f"bar {bar} should be right of the square {square}"
     problems.assert_clean()
@@ -207,9 +205,7 @@ def test_keyboard_only_reaches_password_step(new_page: NewPage, demo_account: De
         focused = _focused(page)
         if focused["tag"] == "BUTTON":
             break
-    assert focused == {"tag": "BUTTON", "id": "", "text": "Next"}, (
-        f"Tab after the email field reached {focused}"
-    )
+    assert focused == {"tag": "BUTTON", "id": "", "text": "Next"}, f"Tab after the email field reached {focused}"
     page.keyboard.press("Enter")
 
     expect(page.get_by_role("heading", name="Enter password")).to_be_visible()

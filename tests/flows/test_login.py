@@ -60,9 +60,7 @@ def test_next_records_consent_to_the_warning_with_its_hash(harness: Harness) -> 
 def test_change_identifier_returns_to_step_one(harness: Harness) -> None:
     page = harness.identifier("cs0101")
     flow = harness.flow_of(page)
-    back = harness.client.post(
-        f"/login/change-identifier?flow={flow.id}", data={"csrf_token": flow.csrf_token}
-    )
+    back = harness.client.post(f"/login/change-identifier?flow={flow.id}", data={"csrf_token": flow.csrf_token})
     assert back.template.name == "login/identifier.html"
     assert harness.flow_of(back).identifier is None
     assert harness.flow_of(back).typed == "cs0101@alacop.gov"
@@ -151,11 +149,7 @@ def test_locked_message_is_the_same_for_unknown_and_real_accounts(harness: Harne
     for who in ("cs0101", "nobody77"):
         for attempt in range(5):
             pages[who] = harness.sign_in(who, f"bad {attempt} guess")
-    assert (
-        pages["cs0101"].context["message_ids"]
-        == pages["nobody77"].context["message_ids"]
-        == ["account_locked"]
-    )
+    assert pages["cs0101"].context["message_ids"] == pages["nobody77"].context["message_ids"] == ["account_locked"]
 
 
 def test_failures_outside_the_window_do_not_lock(harness: Harness) -> None:
@@ -192,9 +186,7 @@ def test_disabled_account_cannot_sign_in(harness: Harness) -> None:
     from alacop.core.directory import Directory
 
     harness.create_user()
-    harness.run(
-        Directory(harness.portal.deps).set_status, "cs0101", UserStatus.DISABLED, RequestContext.system()
-    )
+    harness.run(Directory(harness.portal.deps).set_status, "cs0101", UserStatus.DISABLED, RequestContext.system())
     page = harness.sign_in()
     assert page.url.path != "/apps"
     assert page.context["message_ids"] == ["account_disabled"]
@@ -205,14 +197,16 @@ def test_disabled_account_cannot_sign_in(harness: Harness) -> None:
 # -- forced password change --------------------------------------------------------------------------
 def _change(h: Harness, page, current: str, new: str, confirm: str | None = None):  # type: ignore[no-untyped-def]
     flow = h.flow_of(page)
-    return h.client.post(
-        f"/login/new-password?flow={flow.id}",
-        data={
-            "csrf_token": flow.csrf_token,
-            "current_password": current,
-            "new_password": new,
-            "confirm_password": new if confirm is None else confirm,
-        },
+    return h.finish(
+        h.client.post(
+            f"/login/new-password?flow={flow.id}",
+            data={
+                "csrf_token": flow.csrf_token,
+                "current_password": current,
+                "new_password": new,
+                "confirm_password": new if confirm is None else confirm,
+            },
+        )
     )
 
 
@@ -261,9 +255,7 @@ def test_policy_refusals_tell_the_reason(harness: Harness, new: str, confirm: st
     assert harness.audit()[-1].reason == code
 
 
-@pytest.mark.parametrize(
-    "accepted", ["exactly8", "x" * 64, "x" * 256 + "", "spaces are fine here", "ünïcödé pässwörd"]
-)
+@pytest.mark.parametrize("accepted", ["exactly8", "x" * 64, "x" * 256 + "", "spaces are fine here", "ünïcödé pässwörd"])
 def test_policy_accepts_long_spaced_and_unicode_passwords(harness: Harness, accepted: str) -> None:
     harness.create_user(must_change=True)
     done = _change(harness, harness.sign_in(), STRONG, accepted)
@@ -296,11 +288,18 @@ def test_expired_flow_starts_over_with_a_message(harness: Harness) -> None:
 def test_completed_flow_cannot_be_replayed(harness: Harness) -> None:
     harness.create_user()
     page = harness.identifier("cs0101")
-    assert harness.password(page, STRONG).url.path == "/apps"
+    second = harness.password(page, STRONG)
+    assert harness.finish(second).url.path == "/apps"
     harness.client.cookies.delete("alacop_session")
-    replay = harness.password(page, STRONG)
+    # Replaying the second-factor step of the finished flow signs nobody in.
+    flow = harness.flow_of(second)
+    replay = harness.client.post(
+        f"/login/second-factor?flow={flow.id}",
+        data={"csrf_token": flow.csrf_token, "code": harness.totp_code(), "credential": ""},
+    )
     assert replay.url.path == "/login"
     assert replay.context["message_ids"] == ["flow_expired"]
+    assert "alacop_session" not in harness.client.cookies
 
 
 def test_flow_is_bound_to_the_browser_that_started_it(harness: Harness) -> None:

@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from cryptography.fernet import Fernet
 
 from alacop.core.accounts import Role, User, UserStatus
 from alacop.core.clock import FrozenClock
 from alacop.core.deps import Deps
 from alacop.core.passwords import BannedList, PasswordHasher
+from alacop.core.secretbox import SecretBox
 from alacop.methods.password import PasswordMethod
 from alacop.policy.cjis import Policy
 
@@ -40,6 +42,8 @@ def make_method(hasher: PasswordHasher, policy: Policy | None = None) -> Passwor
         limiter=cast(Any, _Untouchable()),
         domain="alacop.gov",
         banner_sha256="0" * 64,
+        box=SecretBox((Fernet.generate_key().decode(),)),
+        mailer=cast(Any, _Untouchable()),
     )
     return PasswordMethod(deps)
 
@@ -109,9 +113,7 @@ def test_problem_mismatch_checked_before_policy(hasher: PasswordHasher) -> None:
         ("LetMeIn123", "password_banned"),
     ],
 )
-def test_problem_applies_policy_with_the_username(
-    hasher: PasswordHasher, password: str, code: str | None
-) -> None:
+def test_problem_applies_policy_with_the_username(hasher: PasswordHasher, password: str, code: str | None) -> None:
     problem = make_method(hasher).problem(make_user(), password, password)
     assert (problem.code if problem else None) == code
 

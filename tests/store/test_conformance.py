@@ -32,9 +32,7 @@ async def store(database_url: str) -> AsyncIterator[SqlStore]:
 
 
 def _agency(ori: str = "AL0010000") -> Agency:
-    return Agency(
-        id=str(uuid.uuid4()), ori=ori, name="Test County", email_domains=("a.gov", "b.gov"), created_at=T0
-    )
+    return Agency(id=str(uuid.uuid4()), ori=ori, name="Test County", email_domains=("a.gov", "b.gov"), created_at=T0)
 
 
 def _user(agency: Agency, username: str = "cs0101") -> User:
@@ -199,8 +197,7 @@ async def test_audit_appends_chain_and_stream_by_time(store: SqlStore, database_
         assert all("hunter2" not in r.details for r in records)
         assert verify_chain(records, AuditChain(None), head=await chained.audit_reader.head()).ok
         window = [
-            r.seq
-            async for r in chained.audit_reader.records(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
+            r.seq async for r in chained.audit_reader.records(T0 + timedelta(minutes=1), T0 + timedelta(minutes=3))
         ]
         assert window == [2, 3]
     finally:

@@ -7,6 +7,13 @@ from tests.conftest import STRONG, Harness
 NEW = "a brand new passphrase 42"
 
 
+def _second_browser(app_factory, h: Harness) -> Harness:  # type: ignore[no-untyped-def]
+    """Another browser on the same portal: same clock, and the same phone for the second factor."""
+    other: Harness = app_factory(clock=h.clock)
+    other.totp_secret = h.totp_secret
+    return other
+
+
 def _form(h: Harness, current: str, new: str = NEW, confirm: str | None = None) -> dict[str, str]:
     page = h.client.get("/account/password")
     return {
@@ -33,7 +40,7 @@ def test_page_needs_a_session(harness: Harness) -> None:
 def test_change_keeps_this_session_and_ends_the_others(app_factory) -> None:  # type: ignore[no-untyped-def]
     h: Harness = app_factory()
     h.create_user()
-    other_browser = app_factory()
+    other_browser = _second_browser(app_factory, h)
     other_browser.sign_in()
     h.sign_in()
     done = h.client.post("/account/password", data=_form(h, STRONG))
@@ -80,7 +87,7 @@ def test_forced_change_at_sign_in_ends_older_sessions(app_factory) -> None:  # t
 
     h: Harness = app_factory()
     user = h.create_user()
-    elsewhere = app_factory()
+    elsewhere = _second_browser(app_factory, h)
     elsewhere.sign_in()
 
     async def flag() -> None:
@@ -90,14 +97,16 @@ def test_forced_change_at_sign_in_ends_older_sessions(app_factory) -> None:  # t
     h.run(flag)
     page = h.sign_in()
     flow = page.context["flow"]
-    done = h.client.post(
-        f"/login/new-password?flow={flow.id}",
-        data={
-            "csrf_token": flow.csrf_token,
-            "current_password": STRONG,
-            "new_password": NEW,
-            "confirm_password": NEW,
-        },
+    done = h.finish(
+        h.client.post(
+            f"/login/new-password?flow={flow.id}",
+            data={
+                "csrf_token": flow.csrf_token,
+                "current_password": STRONG,
+                "new_password": NEW,
+                "confirm_password": NEW,
+            },
+        )
     )
     assert done.url.path == "/apps"
     assert elsewhere.client.get("/apps").url.path == "/login"

@@ -119,9 +119,7 @@ def test_malformed_forms_get_a_clear_4xx_and_an_audit_event(
     harness: Harness, body: bytes, ctype: str, code: str
 ) -> None:
     flow = harness.flow_of(harness.start())
-    response = harness.client.post(
-        f"/login/identifier?flow={flow.id}", content=body, headers={"content-type": ctype}
-    )
+    response = harness.client.post(f"/login/identifier?flow={flow.id}", content=body, headers={"content-type": ctype})
     assert 400 <= response.status_code < 500
     assert response.context["code"] == code
     assert _refusals(harness) == [code]
@@ -210,9 +208,7 @@ def test_access_log_is_json_without_query_strings(harness: Harness, caplog: pyte
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "alacop.access"]
     assert lines
     assert lines[0]["path"] == "/login"
-    assert all(
-        "SECRET-FLOW-ID" not in json.dumps(line) and "123456" not in json.dumps(line) for line in lines
-    )
+    assert all("SECRET-FLOW-ID" not in json.dumps(line) and "123456" not in json.dumps(line) for line in lines)
     assert {"ts", "request_id", "method", "status", "ms", "client"} <= set(lines[0])
 
 
@@ -220,17 +216,26 @@ def test_no_secret_reaches_the_audit_trail(harness: Harness) -> None:
     harness.create_user(must_change=True)
     page = harness.sign_in()
     flow = harness.flow_of(page)
-    harness.client.post(
-        f"/login/new-password?flow={flow.id}",
-        data={
-            "csrf_token": flow.csrf_token,
-            "current_password": "granite harbor lantern 77",
-            "new_password": "secret new passphrase 1",
-            "confirm_password": "secret new passphrase 1",
-        },
+    harness.finish(
+        harness.client.post(
+            f"/login/new-password?flow={flow.id}",
+            data={
+                "csrf_token": flow.csrf_token,
+                "current_password": "granite harbor lantern 77",
+                "new_password": "secret new passphrase 1",
+                "confirm_password": "secret new passphrase 1",
+            },
+        )
     )
     dumped = json.dumps([r.as_dict() for r in harness.audit()])
-    for secret in ("granite harbor lantern 77", "secret new passphrase 1", flow.csrf_token):
+    for secret in (
+        "granite harbor lantern 77",
+        "secret new passphrase 1",
+        flow.csrf_token,
+        harness.totp_secret,
+        harness.totp_code(),
+        *harness.recovery_codes,
+    ):
         assert secret not in dumped
     token = harness.client.cookies.get("alacop_session")
     assert token

@@ -37,7 +37,7 @@ def test_session_id_rotates_at_each_sign_in(harness: Harness) -> None:
     page = harness.identifier("cs0101")
     # A cookie planted (or left) in the browser before sign-in is never promoted (session fixation).
     harness.client.cookies.set("alacop_session", first, domain="127.0.0.1")
-    harness.password(page, "granite harbor lantern 77")
+    harness.finish(harness.password(page, "granite harbor lantern 77"))
     second = _session_cookie(harness)
     assert first != second
     harness.client.cookies.set("alacop_session", first, domain="127.0.0.1")
@@ -78,8 +78,8 @@ def test_absolute_timeout_after_12_hours_despite_activity(harness: Harness) -> N
 
 def test_absolute_limit_is_exactly_12_hours(harness: Harness) -> None:
     harness.create_user()
-    start = harness.clock.now()
     harness.sign_in()
+    start = harness.clock.now()
     while harness.clock.now() - start < timedelta(hours=11, minutes=50):
         harness.clock.advance(timedelta(minutes=10))
         assert harness.client.get("/apps").url.path == "/apps"
@@ -114,9 +114,7 @@ def test_disabling_an_account_ends_its_sessions(harness: Harness) -> None:
 
     harness.create_user()
     harness.sign_in()
-    harness.run(
-        Directory(harness.portal.deps).set_status, "cs0101", UserStatus.DISABLED, RequestContext.system()
-    )
+    harness.run(Directory(harness.portal.deps).set_status, "cs0101", UserStatus.DISABLED, RequestContext.system())
     assert harness.client.get("/apps").url.path == "/login"
 
 
@@ -142,12 +140,14 @@ def test_production_cookies_are_host_prefixed_secure_httponly_lax(app_factory) -
     assert "expires" not in cookie.lower()
     h.client.follow_redirects = False
     flow = page.context["flow"]
+    h.client.post(f"/login/identifier?flow={flow.id}", data={"identifier": "cs0101", "csrf_token": flow.csrf_token})
     h.client.post(
-        f"/login/identifier?flow={flow.id}", data={"identifier": "cs0101", "csrf_token": flow.csrf_token}
-    )
-    signed = h.client.post(
         f"/login/password?flow={flow.id}",
         data={"password": "granite harbor lantern 77", "csrf_token": flow.csrf_token},
+    )
+    signed = h.client.post(
+        f"/login/second-factor?flow={flow.id}",
+        data={"code": h.totp_code(), "credential": "", "csrf_token": flow.csrf_token},
     )
     assert signed.status_code == 303
     assert signed.headers["location"] == "/apps"

@@ -43,9 +43,7 @@ def test_every_field_has_a_label(harness: Harness) -> None:
 
 
 def test_sign_in_page_has_logo_and_seal_from_configuration(app_factory) -> None:  # type: ignore[no-untyped-def]
-    h = app_factory(
-        ALACOP_BRANDING__LOGO_URL="/static/img/agency.svg", ALACOP_BRANDING__SUPPORT_PHONE="555-0100"
-    )
+    h = app_factory(ALACOP_BRANDING__LOGO_URL="/static/img/agency.svg", ALACOP_BRANDING__SUPPORT_PHONE="555-0100")
     html = h.start().text
     assert 'src="/static/img/agency.svg"' in html
     assert 'src="/static/img/seal.svg"' in html

@@ -15,13 +15,26 @@ from alacop.web.routes._common import rate_limit
 from alacop.web.routes.login import SESSION_COOKIE
 
 
-async def current(request: Request) -> Current | None:
+async def current(request: Request, *, aal2: bool = True) -> Current | None:
+    """The signed-in user; everything past sign-in needs an AAL2 session (CJIS IA-2(1)/(2))."""
     token = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
-    return await http.portal(request).sessions.resolve(token, http.context(request))
+    who = await http.portal(request).sessions.resolve(token, http.context(request))
+    if who is None or (aal2 and who.session.aal != "aal2"):
+        return None
+    return who
 
 
 def _to_login() -> Response:
     return RedirectResponse("/login", status_code=303)
+
+
+def recent_enough(request: Request, who: Current) -> bool:
+    p = http.portal(request)
+    return who.session.recent(p.deps.clock.now(), p.settings.policy)
+
+
+def to_reauth(next_path: str) -> Response:
+    return RedirectResponse(f"/account/reauth?next={next_path}", status_code=303)
 
 
 def _signed_in_context(request: Request, who: Current) -> dict[str, object]:
@@ -60,6 +73,8 @@ async def password_page(request: Request) -> Response:
     who = await current(request)
     if who is None:
         return _to_login()
+    if not recent_enough(request, who):
+        return to_reauth("/account/password")
     return template(request, "account/password.html", _password_context(request, who, ()))
 
 
@@ -71,6 +86,8 @@ async def password_submit(request: Request) -> Response:
         return _to_login()
     if not http.check_form_token(request, http.field(form, "csrf_token")):
         raise CsrfFailed("password change without a valid token")
+    if not recent_enough(request, who):
+        return to_reauth("/account/password")
     p = http.portal(request)
     outcome = await PasswordMethod(p.deps).change(
         who.user,

@@ -12,7 +12,7 @@ from alacop.core.errors import FlowExpired, FlowInvalid
 from alacop.core.session_manager import MAX_TOKEN_LENGTH
 from alacop.core.sessions import EndReason
 from alacop.flows.base import Message
-from alacop.flows.login import LoginFlow, LoginState
+from alacop.flows.login import LoginFlow, LoginResult, LoginState, login_view
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
@@ -26,6 +26,9 @@ _TEMPLATES = {
     LoginState.IDENTIFIER: "login/identifier.html",
     LoginState.PASSWORD: "login/password.html",
     LoginState.CHANGE_PASSWORD: "login/new_password.html",
+    LoginState.SECOND_FACTOR: "login/second_factor.html",
+    LoginState.ENROLL: "login/enroll.html",
+    LoginState.RECOVERY_CODES: "login/recovery_codes.html",
 }
 
 
@@ -51,7 +54,7 @@ async def page(request: Request) -> Response:
             return RedirectResponse("/apps", status_code=303)
         # A fresh flow is shown at once; its id travels in the forms, so no redirect is needed.
         await rate_limit(request, "flow", factor=4)
-        return render(request, await p.login.start(secret))
+        return await render(request, await p.login.start(secret))
     try:
         flow = await p.login.load(flow_id, secret)
     except FlowExpired:
@@ -59,10 +62,11 @@ async def page(request: Request) -> Response:
         return await _restart(request, secret, EXPIRED)
     except FlowInvalid:
         return await _restart(request, secret)
-    return render(request, flow)
+    return await render(request, flow)
 
 
-def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
+async def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
+    p = http.portal(request)
     return template(
         request,
         _TEMPLATES[flow.state],
@@ -70,7 +74,8 @@ def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
             "flow": flow,
             "messages": flow.messages,
             "message_ids": [m.id for m in flow.messages],
-            "policy": http.portal(request).settings.policy,
+            "policy": p.settings.policy,
+            **await login_view(p.login, flow),
         },
         status,
     )
@@ -80,12 +85,17 @@ async def _step(
     request: Request,
     action: Callable[[LoginFlow, dict[str, str]], Awaitable[Response | LoginFlow]],
     fields: tuple[str, ...],
+    *,
+    long_fields: tuple[str, ...] = (),
 ) -> Response:
     await rate_limit(request, "login")
     p = http.portal(request)
     secret = http.browser_secret(request)
     form = await http.read_form(request)
-    values = {name: http.field(form, name) for name in ("csrf_token", *fields)}
+    values = {
+        name: http.field(form, name, max_length=16_384 if name in long_fields else 1024)
+        for name in ("csrf_token", *fields)
+    }
     flow_id = _flow_id(request)
     if secret is None:
         secret, _ = http.ensure_browser_secret(request)
@@ -125,10 +135,9 @@ async def password(request: Request) -> Response:
     p = http.portal(request)
 
     async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
-        result = await p.login.submit_password(flow, v["password"], v["csrf_token"], http.context(request))
-        if result.session_token is None:
-            return result.flow
-        return await _signed_in(request, result.session_token, flow.return_to)
+        return await _outcome(
+            request, await p.login.submit_password(flow, v["password"], v["csrf_token"], http.context(request))
+        )
 
     return await _step(request, act, ("password",))
 
@@ -145,11 +154,71 @@ async def new_password(request: Request) -> Response:
             csrf=v["csrf_token"],
             ctx=http.context(request),
         )
-        if result.session_token is None:
-            return result.flow
-        return await _signed_in(request, result.session_token, flow.return_to)
+        return await _outcome(request, result)
 
     return await _step(request, act, ("current_password", "new_password", "confirm_password"))
+
+
+async def _outcome(request: Request, result: LoginResult) -> Response | LoginFlow:
+    if result.session_token is None:
+        return result.flow
+    return await _signed_in(request, result.session_token, result.flow.return_to)
+
+
+async def method(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> LoginFlow:
+        return await p.login.choose_method(flow, v["kind"], v["csrf_token"])
+
+    return await _step(request, act, ("kind",))
+
+
+async def second_factor(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
+        result = await p.login.submit_second_factor(
+            flow, code=v["code"], credential=v["credential"], csrf=v["csrf_token"], ctx=http.context(request)
+        )
+        return await _outcome(request, result)
+
+    return await _step(request, act, ("code", "credential"), long_fields=("credential",))
+
+
+async def enroll_choose(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> LoginFlow:
+        return await p.login.enroll_choose(flow, v["kind"], v["csrf_token"])
+
+    return await _step(request, act, ("kind",))
+
+
+async def enroll(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
+        result = await p.login.enroll_submit(
+            flow,
+            code=v["code"],
+            credential=v["credential"],
+            name=v["name"],
+            csrf=v["csrf_token"],
+            ctx=http.context(request),
+        )
+        return await _outcome(request, result)
+
+    return await _step(request, act, ("code", "credential", "name"), long_fields=("credential",))
+
+
+async def recovery_codes(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
+        return await _outcome(request, await p.login.acknowledge_codes(flow, v["csrf_token"], http.context(request)))
+
+    return await _step(request, act, ())
 
 
 async def _signed_in(request: Request, token: str, return_to: str | None) -> Response:
@@ -158,9 +227,7 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
     old = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
     if old and len(old) <= MAX_TOKEN_LENGTH:
         await p.sessions.end(old, http.context(request), EndReason.ROTATED)
-    target = (
-        return_to if return_to and return_to.startswith("/") and not return_to.startswith("//") else "/apps"
-    )
+    target = return_to if return_to and return_to.startswith("/") and not return_to.startswith("//") else "/apps"
     response = RedirectResponse(target, status_code=303)
     http.set_cookie(request, response, SESSION_COOKIE, token)
     return response
@@ -169,6 +236,4 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
 async def options(request: Request) -> Response:
     http.ensure_browser_secret(request)
     policy = http.portal(request).settings.policy
-    return template(
-        request, "login/options.html", {"passkey_enabled": policy.passkey_sign_in, "social_enabled": False}
-    )
+    return template(request, "login/options.html", {"passkey_enabled": policy.passkey_sign_in, "social_enabled": False})

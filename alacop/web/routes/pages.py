@@ -31,8 +31,7 @@ async def register(request: Request) -> Response:
     return _coming(
         request,
         "New User Registration",
-        "Self-registration is not available yet. "
-        "Ask your agency coordinator to request an AlaCOP account for you.",
+        "Self-registration is not available yet. Ask your agency coordinator to request an AlaCOP account for you.",
     )
 
 

@@ -1,0 +1,55 @@
+"""Outgoing mail: what the core asks for, and the notices it sends (never a secret in a message)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    to: str
+    subject: str
+    body: str
+
+
+class Mailer(Protocol):
+    async def send(self, mail: Mail) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A security notice (NIST 800-63B: tell the user of every change to their authenticators)."""
+
+    subject: str
+    lead: str
+
+
+NOTICES = {
+    "method_added": Notice("A sign-in method was added to your account", "A new sign-in method was added: {detail}."),
+    "method_removed": Notice(
+        "A sign-in method was removed from your account", "A sign-in method was removed: {detail}."
+    ),
+    "password_changed": Notice("Your AlaCOP password was changed", "The password of your AlaCOP account was changed."),
+    "recovery_codes_regenerated": Notice(
+        "New recovery codes were created for your account",
+        "A new set of recovery codes was created; the codes you had before no longer work.",
+    ),
+    "account_locked": Notice(
+        "Your AlaCOP account was locked",
+        "Your AlaCOP account was locked after too many failed sign-in attempts.",
+    ),
+}
+
+
+def compose(kind: str, *, to: str, name: str, username: str, portal: str, support: str, detail: str = "") -> Mail:
+    notice = NOTICES[kind]
+    body = (
+        f"Hello {name},\n\n"
+        f"{notice.lead.format(detail=detail)}\n\n"
+        f"Account: {username}\n\n"
+        "If this was you, there is nothing to do. If it was not, contact your agency coordinator or the "
+        f"{support} at once: someone else may have your password.\n\n"
+        f"This message was sent by {portal}. All transactions are monitored and logged.\n"
+    )
+    return Mail(to=to, subject=f"{portal}: {notice.subject}", body=body)
