@@ -112,6 +112,9 @@ DEMO_PASSWORD = "correct horse battery staple 2026"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # Browsers accept "localhost" as a WebAuthn relying party but never an IP address, so the demo
+    # names itself localhost; http://127.0.0.1 still serves every page.
+    os.environ.setdefault("ALACOP_PUBLIC_URL", f"http://localhost:{args.port}")
     settings = ensure_secret(_settings())
     migrate(settings.database_url)
 
@@ -137,8 +140,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _run(settings, seed)
     url = f"http://{args.host}:{args.port}"
     print(
-        f"\nAlaCOP demo on {url}\n  sign in as: {DEMO_USER}@{settings.branding.domain}\n"
-        f"  password:   {DEMO_PASSWORD}\n  (the first sign-in asks you to choose a new password)\n",
+        f"\nAlaCOP demo on {url} (security keys and passkeys: {settings.public_url})\n"
+        f"  sign in as: {DEMO_USER}@{settings.branding.domain}\n"
+        f"  password:   {DEMO_PASSWORD}\n"
+        "  the first sign-in asks for a new password, then an authenticator app or security key\n"
+        f"  mail the portal sends is saved in {settings.data_dir / 'outbox'}\n",
         flush=True,
     )
     return _serve(settings, args.host, args.port, 1)
@@ -267,6 +273,34 @@ def cmd_passwords_update_banned(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- stored secrets ----------------------------------------------------------------------------------
+def cmd_secrets_new_key(args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode("ascii"))
+    return 0
+
+
+def cmd_secrets_reseal(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret under the first of the configured keys (key rotation)."""
+
+    async def work(deps: Deps) -> int:
+        count = 0
+        async with deps.store.transaction() as tx:
+            for user in await tx.users.list():
+                for method in await tx.methods.for_user(user.id):
+                    if method.totp_secret:
+                        await tx.methods.reseal(method.id, deps.box.reseal(method.totp_secret))
+                        count += 1
+            await tx.audit.append(
+                AuditEvent(EventType.SECRETS_RESEALED, Outcome.SUCCESS, details={"secrets": count}), CTX
+            )
+        print(f"resealed {count} secrets under the first key; older keys can now be removed")
+        return 0
+
+    return _run(_settings(), work)
+
+
 # -- audit -------------------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _settings()
@@ -381,6 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = passwords.add_parser("update-banned")
     p.add_argument("file")
     p.set_defaults(func=cmd_passwords_update_banned)
+
+    secrets_cmd = sub.add_parser("secrets", help="keys that encrypt stored secrets").add_subparsers(
+        dest="action", required=True
+    )
+    secrets_cmd.add_parser("new-key", help="print a new encryption key").set_defaults(func=cmd_secrets_new_key)
+    secrets_cmd.add_parser("reseal", help="re-encrypt stored secrets under the first key").set_defaults(
+        func=cmd_secrets_reseal
+    )
 
     audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
     audit.add_parser("verify").set_defaults(func=cmd_audit_verify)

@@ -263,7 +263,7 @@ def ensure_secret(settings: Settings) -> Settings:
         settings = replace(settings, secret_key=_kept(settings, "secret.key", lambda: secrets.token_urlsafe(48)))
     if not settings.encryption_keys:
         if production:
-            raise ConfigError("encryption_keys: required in production (generate one with `alacop keys generate`)")
+            raise ConfigError("encryption_keys: required in production (make one with `alacop secrets new-key`)")
         key = _kept(settings, "encryption.key", lambda: Fernet.generate_key().decode("ascii"))
         settings = replace(settings, encryption_keys=(key,))
     return settings

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import re
@@ -25,13 +27,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "alacop_bench"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_URL = f"postgresql://postgres@127.0.0.1:5432/{DB_NAME}"
 AGENCY = "AL0000001"
 RATE_LIMIT = 100_000
-NUSERS = 16  # users seeded; the load generator sets it from --clients
+NUSERS = 1000  # accounts seeded; the load generator sets it from --users
+PASSWORD = "granite meadow lantern 77"
 SERVER_CORE = 0
 LOAD_CORE = 1
 
@@ -58,17 +63,19 @@ print(json.dumps({"wall": n / (now - start), "cpu": n / cpu}))
 """
 
 
-def initial_password(i: int) -> str:
-    return f"orchid velvet canyon 42 {i:02d}"
-
-
-def signin_password(i: int) -> str:
-    # The password each user chooses at the forced first-sign-in change, then signs in with.
-    return f"granite meadow lantern 77 {i:02d}"
-
-
 def username(i: int) -> str:
-    return f"bench{i:02d}"
+    return f"bench{i:04d}"
+
+
+def totp_secret(i: int) -> str:
+    # Derived from the index, so the load generator computes codes without being handed secrets.
+    return base64.b32encode(hashlib.sha256(f"bench-totp-{i}".encode()).digest()[:20]).decode()
+
+
+def totp_code(i: int) -> str:
+    import pyotp
+
+    return pyotp.TOTP(totp_secret(i)).now()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,40 +125,21 @@ async def sign_in(client, i: int, password: str) -> None:
         raise StepFailed("GET /login?flow (password)", "no password field")
     csrf = _csrf("GET /login?flow (password)", r.text)
     r = await client.post(f"/login/password?flow={flow}", data={"csrf_token": csrf, "password": password})
-    _expect("POST /login/password", r, 303, "/apps")
+    _expect("POST /login/password", r, 303, loc)
+    r = await client.get(loc)
+    _expect("GET /login?flow (second factor)", r, 200)
+    if 'autocomplete="one-time-code"' not in r.text:
+        raise StepFailed("GET /login?flow (second factor)", "no code field")
+    r = await client.post(
+        f"/login/second-factor?flow={flow}", data={"csrf_token": csrf, "code": totp_code(i), "credential": ""}
+    )
+    _expect("POST /login/second-factor", r, 303, "/apps")
     if "alacop_session" not in r.headers.get("set-cookie", ""):
-        raise StepFailed("POST /login/password", "no alacop_session cookie")
+        raise StepFailed("POST /login/second-factor", "no alacop_session cookie")
     r = await client.get("/apps")
     _expect("GET /apps", r, 200)
     if "My applications" not in r.text:
         raise StepFailed("GET /apps", "no 'My applications'")
-
-
-async def first_sign_in(client, i: int) -> None:
-    """The first sign-in of a new account, through the forced password change."""
-    old, new = initial_password(i), signin_password(i)
-    loc, flow, csrf = await _start_flow(client)
-    r = await client.post(f"/login/identifier?flow={flow}", data={"csrf_token": csrf, "identifier": username(i)})
-    _expect("first: POST /login/identifier", r, 303, loc)
-    r = await client.get(loc)
-    _expect("first: GET password page", r, 200)
-    csrf = _csrf("first: GET password page", r.text)
-    r = await client.post(f"/login/password?flow={flow}", data={"csrf_token": csrf, "password": old})
-    _expect("first: POST /login/password", r, 303, loc)
-    r = await client.get(loc)
-    _expect("first: GET new-password page", r, 200)
-    if 'name="new_password"' not in r.text:
-        raise StepFailed("first: GET new-password page", "no new_password field")
-    csrf = _csrf("first: GET new-password page", r.text)
-    r = await client.post(
-        f"/login/new-password?flow={flow}",
-        data={"csrf_token": csrf, "current_password": old, "new_password": new, "confirm_password": new},
-    )
-    _expect("first: POST /login/new-password", r, 303, "/apps")
-    r = await client.get("/apps")
-    _expect("first: GET /apps", r, 200)
-    if "My applications" not in r.text:
-        raise StepFailed("first: GET /apps", "no 'My applications'")
 
 
 def _server_cpu(pid: int) -> tuple[float, float]:
@@ -204,12 +192,22 @@ async def _breakdown(clients: list, pid: int) -> dict:
         flows[k] = (loc, flow, _csrf("GET password page", r.text))
 
     async def s5(k: int) -> None:
+        loc, flow, csrf = flows[k]
+        r = await clients[k].post(f"/login/password?flow={flow}", data={"csrf_token": csrf, "password": PASSWORD})
+        _expect("POST /login/password", r, 303, loc)
+
+    async def s5b(k: int) -> None:
+        loc, _flow, _csrf_token = flows[k]
+        r = await clients[k].get(loc)
+        _expect("GET second-factor page", r, 200)
+
+    async def s5c(k: int) -> None:
         _loc, flow, csrf = flows[k]
         r = await clients[k].post(
-            f"/login/password?flow={flow}",
-            data={"csrf_token": csrf, "password": signin_password(k % NUSERS + 1)},
+            f"/login/second-factor?flow={flow}",
+            data={"csrf_token": csrf, "code": totp_code(k % NUSERS + 1), "credential": ""},
         )
-        _expect("POST /login/password", r, 303, "/apps")
+        _expect("POST /login/second-factor", r, 303, "/apps")
 
     async def s6(k: int) -> None:
         r = await clients[k].get("/apps")
@@ -220,6 +218,8 @@ async def _breakdown(clients: list, pid: int) -> dict:
         ("POST /login/identifier", s3),
         ("GET /login?flow (password page)", s4),
         ("POST /login/password", s5),
+        ("GET /login?flow (second-factor page)", s5b),
+        ("POST /login/second-factor (TOTP)", s5c),
         ("GET /apps", s6),
     ):
         await step(name, fn)
@@ -234,34 +234,31 @@ async def _loadgen(args: argparse.Namespace) -> dict:
     timeout = httpx.Timeout(30.0)
     count = args.breakdown_flows if args.phase == "breakdown" else args.clients
     global NUSERS
-    NUSERS = args.clients
+    NUSERS = args.users
     clients = [
         httpx.AsyncClient(base_url=base, follow_redirects=False, limits=limits, timeout=timeout) for _ in range(count)
     ]
     try:
         if args.phase == "breakdown":
             return await _breakdown(clients, args.server_pid)
-        if args.phase == "first":
-            results = await asyncio.gather(
-                *(first_sign_in(c, i) for i, c in enumerate(clients, start=1)), return_exceptions=True
-            )
-            errors = [f"{username(i)}: {r!r}" for i, r in enumerate(results, start=1) if isinstance(r, BaseException)]
-            return {"ok": not errors, "errors": errors}
-
         latencies: list[float] = []  # seconds, sign-ins completed inside the window
         late = 0
         failures: Counter[str] = Counter()
         start = time.perf_counter()
         deadline = start + args.seconds
 
-        async def run(i: int, client) -> None:
+        async def run(k: int, client) -> None:
             nonlocal late
-            password = signin_password(i)
+            turn = 0
             while time.perf_counter() < deadline:
+                # Each client cycles through its own accounts: a TOTP code works once per 30-second step,
+                # so one account signs in at most once a step.
+                i = (k - 1 + turn * args.clients) % NUSERS + 1
+                turn += 1
                 client.cookies.clear()  # a fresh browser every iteration
                 t0 = time.perf_counter()
                 try:
-                    await sign_in(client, i, password)
+                    await sign_in(client, i, PASSWORD)
                 except StepFailed as exc:
                     failures[f"{exc.step}: {exc.detail}"] += 1
                     continue
@@ -337,6 +334,59 @@ def _alacop(env: dict[str, str], *cli_args: str, stdin: str | None = None) -> No
     )
     if proc.returncode != 0:
         raise SystemExit(f"alacop {' '.join(cli_args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
+
+
+async def _seed(env: dict[str, str], count: int) -> None:
+    """Accounts straight into the store: one argon2 hash shared by all, a TOTP seed and recovery codes each."""
+    import uuid
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from alacop.config import load_settings
+    from alacop.core.accounts import Role, User, UserStatus
+    from alacop.core.credentials import AuthMethod, MethodKind
+    from alacop.methods import recovery_codes
+    from alacop.wiring import build_deps
+
+    deps = build_deps(load_settings({k: v for k, v in env.items() if k.startswith("ALACOP_")}))
+    now = datetime.now(UTC)
+    password_hash = deps.hasher.hash(PASSWORD)
+    try:
+        async with deps.store.transaction() as tx:
+            agency = await tx.agencies.by_ori(AGENCY)
+        assert agency is not None
+        for first in range(1, count + 1, 200):
+            async with deps.store.transaction() as tx:
+                for i in range(first, min(first + 200, count + 1)):
+                    user = User(
+                        id=str(uuid.uuid4()),
+                        username=username(i),
+                        email=f"{username(i)}@example.gov",
+                        name=f"Bench {i}",
+                        agency_id=agency.id,
+                        role=Role.USER,
+                        status=UserStatus.ACTIVE,
+                        password_hash=password_hash,
+                        password_changed_at=now,
+                        must_change_password=False,
+                        created_at=now,
+                    )
+                    await tx.users.add(replace(user))
+                    await tx.methods.add(
+                        AuthMethod(
+                            id=str(uuid.uuid4()),
+                            user_id=user.id,
+                            kind=MethodKind.TOTP,
+                            name="bench",
+                            created_at=now,
+                            totp_secret=deps.box.seal(totp_secret(i).encode()),
+                        )
+                    )
+                    codes = recovery_codes.records(user.id, recovery_codes.generate(), now)
+                    await tx.recovery_codes.replace_set(user.id, codes)
+    finally:
+        await deps.store.close()
+        await deps.limiter.close()
 
 
 def _wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -469,6 +519,7 @@ def orchestrate(args: argparse.Namespace) -> int:
             "ALACOP_DATA_DIR": str(tmp / "data"),
             "ALACOP_PUBLIC_URL": base,
             "ALACOP_POLICY__RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT),
+            "ALACOP_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         }
     )
     env.pop("ALACOP_REDIS_URL", None)
@@ -485,41 +536,8 @@ def orchestrate(args: argparse.Namespace) -> int:
         asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)', f'CREATE DATABASE "{DB_NAME}"'))
         _alacop(env, "migrate")
         _alacop(env, "agencies", "create", AGENCY, "Bench Agency")
-        print(f"seeding {args.clients} users ...", flush=True)
-        pending = list(range(1, args.clients + 1))
-        while pending:  # two at a time: each is a CLI start-up plus one argon2 hash
-            batch, pending = pending[:2], pending[2:]
-            procs = [
-                (
-                    i,
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "alacop.cli",
-                            "users",
-                            "create",
-                            username(i),
-                            "--agency",
-                            AGENCY,
-                            "--email",
-                            f"{username(i)}@example.gov",
-                            "--password-stdin",
-                        ],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                        env=env,
-                        cwd=ROOT,
-                    ),
-                )
-                for i in batch
-            ]
-            for i, p in procs:
-                out, err = p.communicate(initial_password(i) + "\n")
-                if p.returncode != 0:
-                    raise SystemExit(f"users create {username(i)} failed:\n{out}{err}")
+        print(f"seeding {args.users} accounts with a password and an authenticator app ...", flush=True)
+        asyncio.run(_seed(env, args.users))
 
         print(f"starting portal on {base} (1 worker, core {SERVER_CORE}) ...", flush=True)
         server_cmd = [
@@ -558,11 +576,6 @@ def orchestrate(args: argparse.Namespace) -> int:
         _wait_healthy(base, server)
         rss_idle = _kb_to_mb(_proc_status(server.pid)["VmRSS"])
 
-        print("first sign-in of each user (forced password change) ...", flush=True)
-        first = _run_loadgen(base, "first", args.clients, 0, env)
-        if not first["ok"]:
-            raise SystemExit("first sign-in failed:\n" + "\n".join(first["errors"]))
-
         print(
             f"bare argon2id verify on core {SERVER_CORE} for {args.argon2_seconds:g} s (portal idle) ...",
             flush=True,
@@ -573,7 +586,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(f"load: {args.clients} clients on core {LOAD_CORE} for {args.seconds:g} s ...", flush=True)
         cpu_before, threads_before, procs_before = _cpu_times(), _thread_cpu(server.pid), _process_cpu()
         load_started = time.monotonic()
-        result = _run_loadgen(base, "load", args.clients, args.seconds, env)
+        result = _run_loadgen(base, "load", args.clients, args.seconds, env, ("--users", str(args.users)))
         load_wall = time.monotonic() - load_started
         cpu_after, threads_after, procs_after = _cpu_times(), _thread_cpu(server.pid), _process_cpu()
 
@@ -586,7 +599,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                 args.clients,
                 0,
                 env,
-                ("--server-pid", str(server.pid), "--breakdown-flows", str(args.breakdown)),
+                ("--server-pid", str(server.pid), "--breakdown-flows", str(args.breakdown), "--users", str(args.users)),
             )["steps"]
 
         status = _proc_status(server.pid)
@@ -727,7 +740,8 @@ def main() -> int:
     parser.add_argument("--_loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-pid", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--breakdown-flows", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--phase", choices=["first", "load", "breakdown"], default="load", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["load", "breakdown"], default="load", help=argparse.SUPPRESS)
+    parser.add_argument("--users", type=int, default=1000, help="accounts seeded (default 1000)")
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.clients <= 99:

@@ -265,12 +265,15 @@ def app_factory(database_url: str, tmp_path: Path, fast_hasher: PasswordHasher) 
         clock: FrozenClock | None = None,
         hasher: PasswordHasher | None = None,
         base_url: str = "http://127.0.0.1:8000",
+        mailer: Any = None,
         peer: tuple[str, int] = ("127.0.0.1", 50000),
         **overrides: Any,
     ) -> Harness:
         settings = make_settings(database_url, tmp_path / "data", **overrides)
         the_clock = clock or FrozenClock()
-        app = create_app(settings, clock=the_clock, limiter=MemoryRateLimiter(), hasher=hasher or fast_hasher)
+        app = create_app(
+            settings, clock=the_clock, limiter=MemoryRateLimiter(), hasher=hasher or fast_hasher, mailer=mailer
+        )
         client = TestClient(app, base_url=base_url, client=peer)
         client.__enter__()
         stack.append(client)

@@ -316,3 +316,41 @@ def test_command_line_actions_name_the_operator(cli_env: str, capsys: pytest.Cap
     assert all(r.user_agent.startswith(f"alacop-cli {getpass.getuser()}@") for r in trail)
     assert [r.type for r in trail][-2:] == ["AccountsListed", "AuditVerified"]
     assert trail[-1].outcome == "success"
+
+
+def test_reseal_moves_stored_secrets_to_the_new_first_key(
+    app_factory,
+    cli_env: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    from cryptography.fernet import Fernet, InvalidToken
+
+    old_key = Fernet.generate_key().decode()
+    monkeypatch.setenv("ALACOP_ENCRYPTION_KEYS", old_key)
+    h: Harness = app_factory(ALACOP_ENCRYPTION_KEYS=old_key)
+    h.create_user()
+    code, out, _ = run(capsys, "secrets", "new-key")
+    new_key = out.strip()
+    assert code == 0
+    assert Fernet(new_key.encode())
+    monkeypatch.setenv("ALACOP_ENCRYPTION_KEYS", f"{new_key},{old_key}")
+    code, out, _ = run(capsys, "secrets", "reseal")
+    assert code == 0
+    assert "resealed 1 secrets" in out
+
+    async def sealed() -> str:
+        async with h.portal.deps.store.read() as db:
+            user = await db.users.by_username("cs0101")
+            assert user is not None
+            return (await db.methods.for_user(user.id))[0].totp_secret or ""
+
+    token = h.run(sealed)
+    assert Fernet(new_key.encode()).decrypt(token.encode()).decode() == h.totp_secret
+    with pytest.raises(InvalidToken):
+        Fernet(old_key.encode()).decrypt(token.encode())
+    # With only the new key the account still signs in: the old key can go.
+    only_new = app_factory(ALACOP_ENCRYPTION_KEYS=new_key, clock=h.clock)
+    only_new.totp_secret = h.totp_secret
+    assert only_new.sign_in().url.path == "/apps"
+    assert "SecretsResealed" in h.audit_types()

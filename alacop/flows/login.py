@@ -613,6 +613,61 @@ class LoginService:
             progressed = replace(progressed, factor=str(method.kind), amr=("pwd", amr))
         return await self._advance(progressed, user, ctx, added)
 
+    # -- passkey sign-in (policy passkey_sign_in) --------------------------------------------------
+    async def start_passkey(self, browser_secret: str) -> LoginFlow:
+        flow = await self.start(browser_secret)
+        challenge, _ = self.factors.passkey_challenge()
+        return (await self._save(replace(flow, method_kind=str(MethodKind.WEBAUTHN), challenge=challenge))).flow
+
+    async def submit_passkey(self, flow: LoginFlow, credential: str, csrf: str, ctx: RequestContext) -> LoginResult:
+        """Passwordless: a discoverable credential with user verification is both factors (AAL2)."""
+        check_csrf(flow.to_record(), csrf)
+        if not self._deps.policy.passkey_sign_in:
+            raise FlowInvalid("passkey sign-in is off")
+        if flow.state is not LoginState.IDENTIFIER or not flow.challenge:
+            raise FlowInvalid("passkey submitted out of turn")
+        outcome = await self.factors.verify_passkey(credential, flow.challenge, ctx)
+        retry = replace(flow, challenge=self.factors.passkey_challenge()[0])
+        if isinstance(outcome, Failed):
+            async with self._deps.store.transaction() as tx:
+                await tx.flows.save(replace(retry, messages=(_FACTOR_MESSAGES["default"],)).to_record())
+                await tx.audit.append(
+                    AuditEvent(EventType.LOGIN_FAILED, Outcome.FAILURE, outcome.reason, details={"step": "passkey"}),
+                    ctx,
+                )
+            return LoginResult(replace(retry, messages=(_FACTOR_MESSAGES["default"],)))
+        user, verified = outcome
+        identifier = f"{user.username}@{self._deps.domain}"
+        async with self._deps.store.read() as db:
+            throttle = await db.throttles.get(identifier)
+        refusal = None
+        if lockout.is_locked(throttle):
+            refusal = self._locked
+        elif not user.active:
+            refusal = self._disabled
+        elif self._password.must_change(user, self._deps.clock.now()) is not None:
+            refusal = _msg("password_first", "Sign in with your password first: it needs to be changed.")
+        if refusal is not None:
+            async with self._deps.store.transaction() as tx:
+                await tx.flows.save(replace(retry, messages=(refusal,)).to_record())
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.LOGIN_FAILED,
+                        Outcome.FAILURE,
+                        refusal.id,
+                        subject_id=user.id,
+                        subject_name=identifier,
+                        agency_id=user.agency_id,
+                        details={"step": "passkey"},
+                    ),
+                    ctx,
+                )
+            return LoginResult(replace(retry, messages=(refusal,)))
+        signed = replace(
+            flow, identifier=identifier, user_id=user.id, factor="passkey", amr=(verified.amr, "user"), challenge=None
+        )
+        return await self._complete(signed, user, ctx)
+
     def recovery_codes(self, flow: LoginFlow) -> list[str]:
         if flow.state is not LoginState.RECOVERY_CODES or not flow.codes_sealed:
             return []

@@ -119,6 +119,7 @@ def create_app(
         Route("/login/enroll", login.enroll, methods=["POST"]),
         Route("/login/recovery-codes", login.recovery_codes, methods=["POST"]),
         Route("/login/options", login.options, methods=["GET"]),
+        Route("/login/passkey", login.passkey, methods=["POST"]),
         Route("/logout", account.logout, methods=["POST"]),
         Route("/apps", account.apps, methods=["GET"]),
         Route("/account/password", account.password_page, methods=["GET"]),

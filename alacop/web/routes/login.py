@@ -13,6 +13,7 @@ from alacop.core.session_manager import MAX_TOKEN_LENGTH
 from alacop.core.sessions import EndReason
 from alacop.flows.base import Message
 from alacop.flows.login import LoginFlow, LoginResult, LoginState, login_view
+from alacop.methods.webauthn import authentication_options
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
@@ -233,7 +234,45 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
     return response
 
 
+async def passkey(request: Request) -> Response:
+    p = http.portal(request)
+
+    async def act(flow: LoginFlow, v: dict[str, str]) -> Response | LoginFlow:
+        result = await p.login.submit_passkey(flow, v["credential"], v["csrf_token"], http.context(request))
+        if result.session_token is None:
+            return RedirectResponse(f"/login/options?flow={result.flow.id}", status_code=303)
+        return await _signed_in(request, result.session_token, result.flow.return_to)
+
+    return await _step(request, act, ("credential",), long_fields=("credential",))
+
+
 async def options(request: Request) -> Response:
-    http.ensure_browser_secret(request)
-    policy = http.portal(request).settings.policy
+    secret, _ = http.ensure_browser_secret(request)
+    p = http.portal(request)
+    policy = p.settings.policy
+    if policy.passkey_sign_in:
+        flow = None
+        flow_id = _flow_id(request)
+        if flow_id:
+            try:
+                flow = await p.login.load(flow_id, secret)
+            except (FlowExpired, FlowInvalid):
+                flow = None
+        if flow is None or not flow.challenge:
+            await rate_limit(request, "flow", factor=4)
+            flow = await p.login.start_passkey(secret)
+        return template(
+            request,
+            "login/options.html",
+            {
+                "passkey_enabled": True,
+                "social_enabled": False,
+                "flow": flow,
+                "messages": flow.messages,
+                "message_ids": [m.id for m in flow.messages],
+                "webauthn_options": authentication_options(
+                    p.login.factors.rp, challenge=flow.challenge or "", methods=[], require_uv=True
+                ),
+            },
+        )
     return template(request, "login/options.html", {"passkey_enabled": policy.passkey_sign_in, "social_enabled": False})
