@@ -497,9 +497,9 @@ class LoginService:
 
     async def _advance(self, flow: LoginFlow, user: User, ctx: RequestContext, *messages: Message) -> LoginResult:
         """Take the flow to its next step, given what the account has and what was proven so far."""
-        methods = await self.factors.methods(user)
+        methods, codes_left = await self.factors.snapshot(user)
         if flow.factor is None:
-            kinds = self.factors.kinds_available(methods, await self.factors.recovery_codes_left(user))
+            kinds = self.factors.kinds_available(methods, codes_left)
             if kinds:
                 # Anyone holding only the password must prove a factor before adding another.
                 kind = MethodKind(flow.method_kind) if flow.method_kind in kinds else kinds[0]
@@ -511,8 +511,11 @@ class LoginService:
             # No factor at all: the first sign-in (or after a reset). Enrolling proves the first one.
             return await self._save(flow.move(LoginState.ENROLL, *messages, method_kind=None, challenge=None))
         if not self.factors.meets_policy(user, methods):
+            if flow.factor == MethodKind.RECOVERY_CODE:
+                # A recovery code gets you in; it may not add methods (only a real authenticator may).
+                return await self._complete(flow, user, ctx)
             return await self._save(flow.move(LoginState.ENROLL, *messages, method_kind=None, challenge=None))
-        if flow.codes_sealed is None and await self.factors.recovery_codes_left(user) == 0:
+        if flow.codes_sealed is None and codes_left == 0:
             codes = await self.factors.issue_recovery_codes(user, ctx)
             sealed = self._deps.box.seal(json.dumps(codes).encode("utf-8"))
             return await self._save(flow.move(LoginState.RECOVERY_CODES, *messages, codes_sealed=sealed))
@@ -728,9 +731,9 @@ async def login_view(service: LoginService, flow: LoginFlow) -> dict[str, object
         return view
     factors = service.factors
     user = await service._user(flow)
-    methods = await factors.methods(user)
+    methods, codes_left = await factors.snapshot(user)
     if flow.state is LoginState.SECOND_FACTOR:
-        kinds = factors.kinds_available(methods, await factors.recovery_codes_left(user))
+        kinds = factors.kinds_available(methods, codes_left)
         view["choices"] = [FactorChoice(str(k), k.label) for k in kinds]
         if flow.method_kind == MethodKind.WEBAUTHN and flow.challenge:
             keys = [m for m in methods if m.kind is MethodKind.WEBAUTHN]

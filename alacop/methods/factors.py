@@ -66,6 +66,11 @@ class Factors:
         async with self._deps.store.read() as db:
             return list(await db.methods.for_user(user.id))
 
+    async def snapshot(self, user: User) -> tuple[list[AuthMethod], int]:
+        """The user's methods and unused recovery codes, in one read."""
+        async with self._deps.store.read() as db:
+            return list(await db.methods.for_user(user.id)), len(await db.recovery_codes.unused_for_user(user.id))
+
     async def recovery_codes_left(self, user: User) -> int:
         async with self._deps.store.read() as db:
             return len(await db.recovery_codes.unused_for_user(user.id))
