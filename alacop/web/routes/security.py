@@ -17,6 +17,7 @@ from alacop.core import lockout
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.credentials import ENROLLABLE, MethodKind
 from alacop.core.errors import CsrfFailed, FlowExpired, FlowInvalid
+from alacop.core.notify import notify
 from alacop.core.ports import FlowRecord
 from alacop.core.session_manager import Current
 from alacop.core.sessions import EndReason
@@ -28,6 +29,7 @@ from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
 from alacop.web.routes.account import current, recent_enough, to_reauth
+from alacop.web.routes.login import SESSION_COOKIE
 
 SETTINGS_FLOW = "settings"
 _DONE = {
@@ -151,11 +153,11 @@ async def remove(request: Request) -> Response:
 async def recovery_codes(request: Request) -> Response:
     await rate_limit(request, "account")
     await _form(request)
-    who = await current(request)
-    if who is None:
-        return RedirectResponse("/login", status_code=303)
-    if not recent_enough(request, who):
-        return to_reauth("/account/security")
+    # A session opened with a recovery code may not mint new ones: a stolen code would become ten.
+    who, refusal = await _changer(request)
+    if refusal is not None:
+        return refusal
+    assert who is not None
     codes = await http.portal(request).login.factors.issue_recovery_codes(who.user, http.context(request))
     # Shown once, in this response only; no-store keeps them out of every cache.
     return template(request, "account/recovery_codes.html", {"user": who.user, "codes": codes})
@@ -254,7 +256,9 @@ async def add_page(request: Request, messages: tuple[Message, ...] = ()) -> Resp
     except (FlowInvalid, FlowExpired):
         return _back()
     factors = p.login.factors
+    secret, _ = http.ensure_browser_secret(request)
     ctx: dict[str, object] = {
+        "csrf_token": http.form_token(request, secret),
         "flow": record,
         "kind": payload["kind"],
         "messages": messages,
@@ -377,9 +381,24 @@ async def reauth_submit(request: Request) -> Response:
                 ctx,
             )
             if updated.locked_at is not None:
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.ACCOUNT_LOCKED,
+                        Outcome.INFO,
+                        "too_many_failures",
+                        subject_id=who.user.id,
+                        subject_name=identifier,
+                        agency_id=who.user.agency_id,
+                        details={"failures": updated.failures},
+                    ),
+                    ctx,
+                )
                 await tx.sessions.end_all_for_user(who.user.id, now, EndReason.LOCKED)
         if updated.locked_at is not None:
-            return RedirectResponse("/login", status_code=303)
+            await notify(p.deps, who.user, "account_locked", ctx)
+            response = RedirectResponse("/login", status_code=303)
+            http.clear_cookie(request, response, SESSION_COOKIE)
+            return response
         return await reauth_page(request, (Message("current_password_wrong", "Your password is incorrect."),))
     async with p.deps.store.transaction() as tx:
         await tx.sessions.reauthenticated(who.session.id_hash, now)
