@@ -4,6 +4,7 @@
 stateDiagram-v2
     [*] --> identifier
     identifier --> password: Next (AlaCOP email accepted)
+    identifier --> complete: passkey with user verification (only when passkey_sign_in is on)
     password --> identifier: change identifier
     password --> password: wrong password / locked
     password --> change_password: correct, but temporary or older than 365 days
@@ -74,7 +75,8 @@ class LoginState(StrEnum):
 
 _S = LoginState
 TRANSITIONS: dict[LoginState, frozenset[LoginState]] = {
-    _S.IDENTIFIER: frozenset({_S.PASSWORD}),
+    # identifier -> complete only through passkey sign-in, which is both factors at once.
+    _S.IDENTIFIER: frozenset({_S.PASSWORD, _S.COMPLETE}),
     _S.PASSWORD: frozenset({_S.IDENTIFIER, _S.PASSWORD, _S.CHANGE_PASSWORD, _S.SECOND_FACTOR, _S.ENROLL}),
     _S.CHANGE_PASSWORD: frozenset({_S.IDENTIFIER, _S.CHANGE_PASSWORD, _S.SECOND_FACTOR, _S.ENROLL}),
     _S.SECOND_FACTOR: frozenset({_S.IDENTIFIER, _S.SECOND_FACTOR, _S.ENROLL, _S.RECOVERY_CODES, _S.COMPLETE}),

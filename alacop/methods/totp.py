@@ -29,7 +29,7 @@ def qr_svg(uri: str) -> str:
     """The enrolment QR code as inline SVG: no script, no external image, so CSP stays strict."""
     out = io.BytesIO()
     segno.make(uri, error="m").save(
-        out, kind="svg", scale=5, border=2, xmldecl=False, svgns=True, title="QR code for your authenticator app"
+        out, kind="svg", scale=5, border=4, xmldecl=False, svgns=True, title="QR code for your authenticator app"
     )
     return out.getvalue().decode("utf-8")
 

@@ -1,8 +1,9 @@
 """Browser (end-to-end) fixtures: a real `alacop demo` server and headless Debian Chromium.
 
 The server runs once per session on a free loopback port with its own data directory, so the
-demo account's forced password change happens once per session; `demo_account` tracks the
-account's current password so tests can sign in in any order.
+demo account's forced password change and second-factor enrolment happen once per session;
+`demo_account` tracks the account's password, TOTP seed and recovery codes so tests can sign in
+in any order. A second server with passkey sign-in switched on starts only for the tests that ask.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, watch
+from .support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, Portal, watch
 
 STARTUP_TIMEOUT = 30.0
 
@@ -50,21 +52,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def portal_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start `alacop demo` on a free port; yield its base URL; stop it (by its own PID) afterwards."""
+@contextmanager
+def _run_portal(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_env: str) -> Iterator[Portal]:
+    """Start `alacop demo` on a free port with its own data dir; yield it; stop it (by its own PID) afterwards.
+
+    The browser uses http://localhost:<port>: WebAuthn accepts localhost as a relying party, never an IP.
+    """
     port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    data_dir = tmp_path_factory.mktemp("alacop-e2e-data")
-    log_path = data_dir.parent / f"alacop-demo-{port}.log"
-    env = {**os.environ, "ALACOP_DATA_DIR": str(data_dir), "ALACOP_PUBLIC_URL": url}
+    url = f"http://localhost:{port}"
+    health_url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp(f"alacop-e2e-{name}")
+    log_path = data_dir.parent / f"alacop-{name}-{port}.log"
+    env = {**os.environ, "ALACOP_DATA_DIR": str(data_dir), "ALACOP_PUBLIC_URL": url, **extra_env}
     cmd = [sys.executable, "-m", "alacop.cli", "demo", "--host", "127.0.0.1", "--port", str(port)]
     # Output goes to a file, not a pipe: nothing can block on a full pipe and no pipe is left unclosed.
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not _healthy(url):
+            while not _healthy(health_url):
                 if proc.poll() is not None:
                     pytest.fail(
                         f"`alacop demo` exited with {proc.returncode} before answering /healthz:\n"
@@ -73,13 +79,32 @@ def portal_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     _stop(proc)
                     pytest.fail(
-                        f"`alacop demo` did not answer {url}/healthz within {STARTUP_TIMEOUT:.0f}s:\n"
+                        f"`alacop demo` did not answer {health_url}/healthz within {STARTUP_TIMEOUT:.0f}s:\n"
                         f"{log_path.read_text(errors='replace')}"
                     )
                 time.sleep(0.2)
-            yield url
+            yield Portal(url=url, data_dir=data_dir, env=env)
         finally:
             _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """The portal most tests use, with the default policy (no passkey sign-in)."""
+    with _run_portal(tmp_path_factory, "demo") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def portal_url(portal: Portal) -> str:
+    return portal.url
+
+
+@pytest.fixture(scope="session")
+def passkey_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """A second portal, with its own data, where /login/options offers passkey sign-in."""
+    with _run_portal(tmp_path_factory, "passkey", ALACOP_POLICY__PASSKEY_SIGN_IN="true") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")
@@ -108,11 +133,11 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def new_page(browser: Any, portal_url: str) -> Iterator[Callable[..., tuple[Any, PageProblems]]]:
-    """Factory: `page, problems = new_page(viewport=PHONE)`; each call gets a fresh context (cookies)."""
+    """Factory: `page, problems = new_page(viewport=PHONE, base_url=...)`; each call gets a fresh context."""
     contexts: list[Any] = []
 
-    def make(viewport: dict[str, int] | None = None) -> tuple[Any, PageProblems]:
-        context = browser.new_context(viewport=viewport or DESKTOP, base_url=portal_url, locale="en-US")
+    def make(viewport: dict[str, int] | None = None, base_url: str | None = None) -> tuple[Any, PageProblems]:
+        context = browser.new_context(viewport=viewport or DESKTOP, base_url=base_url or portal_url, locale="en-US")
         context.set_default_timeout(10_000)
         contexts.append(context)
         page = context.new_page()
@@ -136,5 +161,5 @@ def page(new_page: Callable[..., tuple[Any, PageProblems]]) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def demo_account(portal_url: str) -> DemoAccount:
-    """The demo account's current password; updated by whichever test completes the forced change."""
+    """The demo account's current password, TOTP seed and recovery codes; updated by the tests that change them."""
     return DemoAccount()

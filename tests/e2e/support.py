@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyotp
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -18,6 +23,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 DEMO_EMAIL = "demo01@alacop.gov"
 DEMO_PASSWORD = "correct horse battery staple 2026"
+DEMO_ORI = "AL0000000"
+TOTP_PERIOD = 30
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
@@ -49,8 +56,49 @@ def watch(page: Any) -> PageProblems:
     return problems
 
 
+@dataclass(frozen=True)
+class Portal:
+    """One running `alacop demo`: the URL the browser uses and what the CLI needs to reach its data."""
+
+    url: str
+    data_dir: Path
+    env: dict[str, str]
+
+    def create_user(self, username: str, password: str) -> str:
+        """Create a user with `alacop users create` (it must change its password at first sign-in)."""
+        cmd = [sys.executable, "-m", "alacop.cli", "users", "create", username, "--agency", DEMO_ORI]
+        cmd += ["--email", f"{username}@demo.al.gov", "--password-stdin"]
+        done = subprocess.run(
+            cmd, input=f"{password}\n".encode(), env=self.env, capture_output=True, timeout=60, check=False
+        )
+        output = (done.stdout + done.stderr).decode(errors="replace")
+        assert done.returncode == 0, f"`alacop users create {username}` failed:\n{output}"
+        return f"{username}@alacop.gov"
+
+
 @dataclass
 class DemoAccount:
+    """An account's current secrets, kept up to date by whichever test changes them."""
+
     email: str = DEMO_EMAIL
     password: str = DEMO_PASSWORD
     changed: bool = False
+    # Set by the first sign-in's enrolment: the authenticator app's seed and the recovery codes shown.
+    totp_secret: str | None = None
+    recovery_codes: list[str] = field(default_factory=list)
+    last_totp_step: int = 0
+
+    def note_totp_used(self, at: float | None = None) -> None:
+        self.last_totp_step = int(time.time() if at is None else at) // TOTP_PERIOD
+
+    def totp_code(self) -> str:
+        """A code from a step the portal has not seen yet: each code is accepted once, so maybe wait."""
+        assert self.totp_secret, "the account has no authenticator app yet"
+        while (step := int(time.time()) // TOTP_PERIOD) <= self.last_totp_step:
+            time.sleep(max(0.1, (self.last_totp_step + 1) * TOTP_PERIOD - time.time() + 0.2))
+        self.last_totp_step = step
+        return pyotp.TOTP(self.totp_secret).at(step * TOTP_PERIOD)
+
+    def take_recovery_code(self) -> str:
+        assert self.recovery_codes, "no unused recovery code left"
+        return self.recovery_codes.pop(0)

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from .journeys import FLOW_URL, expect_second_factor, password_step, sign_in_demo, sign_out
 from .support import DEMO_PASSWORD, DESKTOP, PHONE, DemoAccount, PageProblems
 
 pytestmark = pytest.mark.browser
 
 NewPage = Callable[..., tuple[Any, PageProblems]]
-NEW_PASSPHRASE = "blue harbor lantern 7 quietly"
-FLOW_URL = re.compile(r"/login(\?flow=[\w-]+)?$")
 
 
 def _signin_elements(page: Any) -> list[tuple[str, Any]]:
@@ -111,53 +110,15 @@ def test_wrong_domain_is_explained(new_page: NewPage) -> None:
     problems.assert_clean()
 
 
-def _password_step(page: Any, account: DemoAccount) -> None:
-    expect(page.get_by_role("heading", name="Enter password")).to_be_visible()
-    expect(page.locator(".identity")).to_have_text(account.email)
-    page.locator("input#password").click()
-    page.keyboard.type(account.password)
-    page.get_by_role("button", name="Sign in", exact=True).click()
-
-
-def _sign_in(page: Any, account: DemoAccount) -> None:
-    """Sign the demo account in with the keyboard and clicks; do the forced change if still pending."""
-    page.goto("/login")
-    page.locator("input#identifier").click()
-    page.keyboard.type(account.email)
-    page.keyboard.press("Enter")
-    _password_step(page, account)
-
-    if not account.changed:
-        # First sign-in of the session: the demo account must choose a new password.
-        expect(page.get_by_role("heading", name="Choose a new password")).to_be_visible()
-        expect(page.locator("input#password")).to_have_count(0)
-        for label, value in (
-            ("Current password", account.password),
-            ("New password", NEW_PASSPHRASE),
-            ("Confirm new password", NEW_PASSPHRASE),
-        ):
-            page.get_by_label(label, exact=True).click()
-            page.keyboard.type(value)
-        page.get_by_role("button", name="Set password and sign in").click()
-        expect(page).to_have_url(re.compile(r"/apps$"))
-        account.password = NEW_PASSPHRASE
-        account.changed = True
-
-    expect(page).to_have_url(re.compile(r"/apps$"))
-    expect(page.get_by_role("heading", name="My applications")).to_be_visible()
-    expect(page.locator(".welcome")).to_contain_text(account.email)
-
-
 def test_demo_sign_in_forced_change_and_sign_out(
     new_page: NewPage, screenshots_dir: Path, demo_account: DemoAccount
 ) -> None:
+    """Sign in (the forced change and enrolment if no test did them yet; else a recovery code), then sign out."""
     page, problems = new_page()
-    _sign_in(page, demo_account)
+    sign_in_demo(page, demo_account, second_factor="recovery_code")
     page.screenshot(path=str(screenshots_dir / "apps-desktop.png"), full_page=True)
 
-    page.get_by_role("button", name="Sign out").click()
-    expect(page).to_have_url(FLOW_URL)
-    expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    sign_out(page)
     # Signed out for real: the applications page no longer opens.
     page.goto("/apps")
     expect(page.get_by_role("heading", name="My applications")).to_have_count(0)
@@ -165,19 +126,27 @@ def test_demo_sign_in_forced_change_and_sign_out(
 
 
 def test_old_password_stops_working_after_the_change(new_page: NewPage, demo_account: DemoAccount) -> None:
-    """Whatever ran first, after the forced change only the new passphrase signs in."""
-    page, problems = new_page()
-    _sign_in(page, demo_account)  # does the forced change itself if no earlier test did
+    """Whatever ran first, after the forced change only the new passphrase works, and it alone is not enough."""
+    if not demo_account.changed:
+        page, problems = new_page()
+        sign_in_demo(page, demo_account)  # does the forced change and enrolment itself
+        problems.assert_clean()
     assert demo_account.changed
 
     other, other_problems = new_page()
     other.goto("/login")
     other.locator("input#identifier").fill(demo_account.email)
     other.get_by_role("button", name="Next", exact=True).click()
-    _password_step(other, DemoAccount(password=DEMO_PASSWORD))
+    password_step(other, demo_account.email, DEMO_PASSWORD)
     expect(other.get_by_role("alert")).to_contain_text("Your account or password is incorrect.")
     expect(other.get_by_role("heading", name="Enter password")).to_be_visible()
-    problems.assert_clean()
+
+    # The new passphrase leads to the second factor, not to a session.
+    other.locator("input#password").fill("")
+    password_step(other, demo_account.email, demo_account.password)
+    expect_second_factor(other, demo_account.email)
+    other.goto("/apps")
+    expect(other.get_by_role("heading", name="My applications")).to_have_count(0)
     other_problems.assert_clean()
 
 

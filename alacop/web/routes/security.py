@@ -95,7 +95,7 @@ async def page(request: Request) -> Response:
                     "ok": r.type == "LoginSucceeded",
                     "what": "Signed in" if r.type == "LoginSucceeded" else "Failed sign-in",
                     "address": r.source_ip,
-                    "browser": r.user_agent[:80],
+                    "browser": r.user_agent if len(r.user_agent) <= 80 else r.user_agent[:79] + "…",
                 }
                 for r in recent
             ],
