@@ -16,12 +16,14 @@ stateDiagram-v2
     change_password --> enroll: new password set, no second factor yet
     second_factor --> second_factor: wrong or replayed code, failed key, another method chosen
     second_factor --> identifier: the 5th failure locks the account
-    second_factor --> enroll: verified, but the policy needs more methods
-    second_factor --> complete: verified
+    second_factor --> enroll: verified, but the policy needs more methods (not with a recovery code)
+    second_factor --> recovery_codes: verified, and the account holds no recovery codes
+    second_factor --> complete: verified (a recovery code completes even when more methods are due)
     enroll --> enroll: a method added, more needed / enrolment refused
     enroll --> recovery_codes: the policy is met and recovery codes were issued
     enroll --> complete: the policy is met (recovery codes already held)
     recovery_codes --> complete: "I have saved my codes"
+    enroll --> identifier: the account was locked meanwhile (likewise from every step that completes)
     complete --> [*]
 ```
 
@@ -81,7 +83,7 @@ TRANSITIONS: dict[LoginState, frozenset[LoginState]] = {
     _S.CHANGE_PASSWORD: frozenset({_S.IDENTIFIER, _S.CHANGE_PASSWORD, _S.SECOND_FACTOR, _S.ENROLL}),
     _S.SECOND_FACTOR: frozenset({_S.IDENTIFIER, _S.SECOND_FACTOR, _S.ENROLL, _S.RECOVERY_CODES, _S.COMPLETE}),
     _S.ENROLL: frozenset({_S.IDENTIFIER, _S.ENROLL, _S.RECOVERY_CODES, _S.COMPLETE}),
-    _S.RECOVERY_CODES: frozenset({_S.COMPLETE}),
+    _S.RECOVERY_CODES: frozenset({_S.IDENTIFIER, _S.COMPLETE}),
     _S.COMPLETE: frozenset(),
 }
 
@@ -208,6 +210,10 @@ _FACTOR_MESSAGES = {
         "webauthn_failed", "Your security key could not be verified. Try again, or sign in another way."
     ),
 }
+
+
+class AccountLockedDuringFlow(Exception):
+    """The account was locked after this flow passed its checks; the sign-in must not complete."""
 
 
 class LoginService:
@@ -456,6 +462,12 @@ class LoginService:
         user = replace(user, last_login_at=now)
         amr = flow.amr or ("pwd",)
         async with self._deps.store.transaction() as tx:
+            # A lock placed while this flow was under way (by failures elsewhere) stands: no session.
+            if lockout.is_locked(await tx.throttles.get(flow.identifier, for_update=True)):
+                raise AccountLockedDuringFlow(flow.id)
+            # The flow is spent first: of two requests racing to finish it, only one gets a session.
+            if not await tx.flows.delete(flow.id):
+                raise FlowInvalid("flow already finished")
             await tx.throttles.clear(flow.identifier)
             await tx.users.update(user)
             await tx.audit.append(
@@ -478,9 +490,23 @@ class LoginService:
             token = await open_session(
                 tx, user, ctx, now, self._deps.policy, aal="aal2", amr=amr, second_factor=flow.factor
             )
-            # A finished flow is spent: replaying its id starts over rather than signing in again.
-            await tx.flows.delete(flow.id)
         return LoginResult(done, session_token=token, user=user)
+
+    async def complete(self, flow: LoginFlow, user: User, ctx: RequestContext) -> LoginResult:
+        try:
+            return await self._complete(flow, user, ctx)
+        except AccountLockedDuringFlow:
+            return await self._save(
+                flow.move(
+                    LoginState.IDENTIFIER,
+                    self._locked,
+                    identifier=None,
+                    user_id=None,
+                    method_kind=None,
+                    challenge=None,
+                    codes_sealed=None,
+                )
+            )
 
     # -- after the password: second factor, enrolment, recovery codes -----------------------------
     async def _user(self, flow: LoginFlow) -> User:
@@ -515,13 +541,15 @@ class LoginService:
         if not self.factors.meets_policy(user, methods):
             if flow.factor == MethodKind.RECOVERY_CODE:
                 # A recovery code gets you in; it may not add methods (only a real authenticator may).
-                return await self._complete(flow, user, ctx)
+                return await self.complete(flow, user, ctx)
             return await self._save(flow.move(LoginState.ENROLL, *messages, method_kind=None, challenge=None))
-        if flow.codes_sealed is None and codes_left == 0:
+        # New codes when the account has none, but never because a recovery code was just spent:
+        # a stolen last code must not turn into ten.
+        if flow.codes_sealed is None and codes_left == 0 and flow.factor != MethodKind.RECOVERY_CODE:
             codes = await self.factors.issue_recovery_codes(user, ctx)
             sealed = self._deps.box.seal(json.dumps(codes).encode("utf-8"))
             return await self._save(flow.move(LoginState.RECOVERY_CODES, *messages, codes_sealed=sealed))
-        return await self._complete(flow, user, ctx)
+        return await self.complete(flow, user, ctx)
 
     def _challenge(self, kind: MethodKind) -> str | None:
         return new_challenge() if kind is MethodKind.WEBAUTHN else None
@@ -671,7 +699,7 @@ class LoginService:
         signed = replace(
             flow, identifier=identifier, user_id=user.id, factor="passkey", amr=(verified.amr, "user"), challenge=None
         )
-        return await self._complete(signed, user, ctx)
+        return await self.complete(signed, user, ctx)
 
     def recovery_codes(self, flow: LoginFlow) -> list[str]:
         if flow.state is not LoginState.RECOVERY_CODES or not flow.codes_sealed:
@@ -683,7 +711,7 @@ class LoginService:
         check_csrf(flow.to_record(), csrf)
         if flow.state is not LoginState.RECOVERY_CODES:
             raise FlowInvalid("codes acknowledged out of turn")
-        return await self._complete(replace(flow, codes_sealed=None), await self._user(flow), ctx)
+        return await self.complete(replace(flow, codes_sealed=None), await self._user(flow), ctx)
 
     # -- forced password change ---------------------------------------------------------------
     async def submit_new_password(

@@ -6,6 +6,7 @@ audited the same way wherever it happens.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
@@ -17,11 +18,13 @@ from alacop.core.credentials import ENROLLABLE, AuthMethod, MethodKind, meets_po
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError, Conflict
 from alacop.core.notify import notify
+from alacop.core.secretbox import SecretUnreadable
 from alacop.core.sessions import EndReason
 from alacop.methods import recovery_codes, totp, webauthn
 from alacop.methods.webauthn import RelyingParty, WebAuthnFailed
 
 MAX_NAME = 64
+log = logging.getLogger("alacop")
 
 
 class FactorRefused(AlacopError):
@@ -218,7 +221,12 @@ class Factors:
         if kind is MethodKind.TOTP:
             reason = "totp_code_wrong"
             for method in (m for m in methods if m.kind is MethodKind.TOTP and m.totp_secret):
-                secret = deps.box.open(method.totp_secret or "").decode("ascii")
+                try:
+                    secret = deps.box.open(method.totp_secret or "").decode("ascii")
+                except SecretUnreadable:
+                    # The key that sealed it is gone from configuration; this app cannot be checked.
+                    log.error("TOTP secret of method %s cannot be opened with the configured keys", method.id)
+                    continue
                 step = totp.matching_step(secret, code, now, deps.policy.totp_skew_steps)
                 if step is None:
                     continue

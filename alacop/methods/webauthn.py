@@ -161,13 +161,33 @@ def verify_authentication(
             require_user_verification=require_uv,
         )
     except InvalidAuthenticationResponse as exc:
-        if "sign count" in str(exc).lower():
-            # A counter that does not move forward can mean a cloned authenticator (WebAuthn 6.1.1).
+        if "sign count" in str(exc).lower() and _signature_holds(rp, parsed, challenge, method, require_uv):
+            # A valid signature with a counter that did not move forward can mean a cloned
+            # authenticator (WebAuthn 6.1.1). The library checks the counter before the signature,
+            # so the signature is checked on its own first: a forgery is not reported as a clone.
             raise WebAuthnFailed("sign_count_regressed") from exc
         raise WebAuthnFailed("assertion_invalid") from exc
     except (WebAuthnException, ValueError, KeyError, TypeError) as exc:
         raise WebAuthnFailed("assertion_invalid") from exc
     return verified.new_sign_count
+
+
+def _signature_holds(
+    rp: RelyingParty, parsed: dict[str, Any], challenge: str, method: AuthMethod, require_uv: bool
+) -> bool:
+    try:
+        verify_authentication_response(
+            credential=parsed,
+            expected_challenge=base64url_to_bytes(challenge),
+            expected_rp_id=rp.id,
+            expected_origin=rp.origin,
+            credential_public_key=base64url_to_bytes(method.public_key or ""),
+            credential_current_sign_count=0,
+            require_user_verification=require_uv,
+        )
+    except (WebAuthnException, ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def _dict(value: object) -> dict[str, Any]:

@@ -276,8 +276,8 @@ class SqlFlows(_Repo):
             *self._values(flow),
         )
 
-    async def delete(self, flow_id: str) -> None:
-        await self.conn.execute("DELETE FROM flows WHERE id = $1", flow_id)
+    async def delete(self, flow_id: str) -> bool:
+        return await self.conn.execute("DELETE FROM flows WHERE id = $1", flow_id) > 0
 
     async def purge_expired(self, before: datetime) -> int:
         return await self.conn.execute("DELETE FROM flows WHERE expires_at < $1", self.conn.ts(before))

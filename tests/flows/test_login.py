@@ -359,8 +359,19 @@ def test_transition_table_is_closed() -> None:
     )
     from alacop.core.errors import FlowInvalid
 
+    # A password alone never completes a sign-in: password -> complete is not in the table.
     with pytest.raises(FlowInvalid):
-        flow.move(LoginState.COMPLETE)
+        flow.move(LoginState.PASSWORD).move(LoginState.COMPLETE)
+    with pytest.raises(FlowInvalid):
+        flow.move(LoginState.RECOVERY_CODES)
+    for state, targets in TRANSITIONS.items():
+        if state is not LoginState.COMPLETE:
+            assert LoginState.COMPLETE not in targets or state in {
+                LoginState.IDENTIFIER,  # passkey sign-in: both factors at once
+                LoginState.SECOND_FACTOR,
+                LoginState.ENROLL,
+                LoginState.RECOVERY_CODES,
+            }
 
 
 def test_refused_identifier_is_shown_back_for_correction(harness: Harness) -> None:

@@ -207,9 +207,7 @@ class SoftwareAuthenticator:
             + struct.pack(">I", stored.sign_count)
         )
         client_data = self._client_data("webauthn.get", options["challenge"], origin)
-        signature = stored.private_key.sign(
-            auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256())
-        )
+        signature = stored.private_key.sign(auth_data + hashlib.sha256(client_data).digest(), ec.ECDSA(hashes.SHA256()))
         return json.dumps(
             {
                 "id": stored.id,
@@ -225,3 +223,6 @@ class SoftwareAuthenticator:
                 },
             }
         )
+
+    # navigator.credentials.get's name, for callers whose linters read `assert_` as unittest's (ruff PT009).
+    get = assert_

@@ -51,7 +51,8 @@ async def page(request: Request) -> Response:
     flow_id = _flow_id(request)
     if not flow_id:
         token = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
-        if token and await p.sessions.resolve(token, http.context(request)) is not None:
+        who = await p.sessions.resolve(token, http.context(request)) if token else None
+        if who is not None and who.session.aal == "aal2":
             return RedirectResponse("/apps", status_code=303)
         # A fresh flow is shown at once; its id travels in the forms, so no redirect is needed.
         await rate_limit(request, "flow", factor=4)
