@@ -221,6 +221,18 @@ def _status_cmd(status: UserStatus) -> Callable[[argparse.Namespace], int]:
     return cmd
 
 
+def cmd_users_reset_methods(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        methods, codes = await Directory(deps).reset_methods(args.username, args.note, CTX)
+        print(
+            f"removed {methods} methods and {codes} recovery codes of {args.username}; "
+            "the next sign-in sets up new ones"
+        )
+        return 0
+
+    return _run(_settings(), work)
+
+
 def cmd_users_list(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         rows = await Directory(deps).users(args.agency)
@@ -407,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = users.add_parser(action)
         p.add_argument("username")
         p.set_defaults(func=func)
+    p = users.add_parser("reset-methods", help="remove all second factors after re-proofing identity")
+    p.add_argument("username")
+    p.add_argument("--note", required=True, help="how the user's identity was re-proofed")
+    p.set_defaults(func=cmd_users_reset_methods)
     p = users.add_parser("list")
     p.add_argument("--agency")
     p.set_defaults(func=cmd_users_list)

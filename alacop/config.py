@@ -266,6 +266,9 @@ def ensure_secret(settings: Settings) -> Settings:
             raise ConfigError("encryption_keys: required in production (make one with `alacop secrets new-key`)")
         key = _kept(settings, "encryption.key", lambda: Fernet.generate_key().decode("ascii"))
         settings = replace(settings, encryption_keys=(key,))
+    if production and not settings.smtp_host:
+        # Security notices (a new method, a lock, a used recovery code) must reach people, not a folder.
+        raise ConfigError("smtp_host: required in production; the portal emails security notices")
     return settings
 
 

@@ -725,7 +725,7 @@ def orchestrate(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured load (default 20)")
-    parser.add_argument("--clients", type=int, default=16, help="concurrent clients = seeded users (default 16)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     parser.add_argument("--argon2-seconds", type=float, default=5.0, help="length of the bare argon2 run")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--profile", help="run the worker under cProfile, writing stats to this path")

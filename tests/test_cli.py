@@ -354,3 +354,23 @@ def test_reseal_moves_stored_secrets_to_the_new_first_key(
     only_new.totp_secret = h.totp_secret
     assert only_new.sign_in().url.path == "/apps"
     assert "SecretsResealed" in h.audit_types()
+
+
+def test_reset_methods_after_reproofing(app_factory, cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    h: Harness = app_factory()
+    h.create_user()
+    assert h.sign_in().url.path == "/apps"
+    code, _, err = run(capsys, "users", "reset-methods", "cs0101", "--note", "  ")
+    assert code == 2
+    assert "re-proofed" in err
+    code, out, _ = run(capsys, "users", "reset-methods", "cs0101", "--note", "Badge and driver licence seen in person")
+    assert code == 0
+    assert "removed 1 methods and 10 recovery codes" in out
+    # Every session ended, and the next sign-in sets up new methods after the password.
+    assert h.client.get("/apps").url.path == "/login"
+    h.client.cookies.clear()
+    page = h.password(h.identifier("cs0101"), STRONG)
+    assert page.template.name == "login/enroll.html"
+    reset = next(r for r in h.audit() if r.type == "MethodsReset")
+    assert "Badge and driver licence seen in person" in reset.details
+    assert '"before":{"methods":1,"recovery_codes":10}' in reset.details

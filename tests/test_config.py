@@ -430,3 +430,17 @@ def test_branding_images_must_be_served_by_the_portal(value: str) -> None:
     with pytest.raises(ConfigError, match=r"^branding.logo_url:"):
         load_settings({"ALACOP_BRANDING__LOGO_URL": value})
     assert load_settings({"ALACOP_BRANDING__LOGO_URL": "/static/img/agency.svg"}).branding.logo_url
+
+
+def test_production_requires_an_smtp_server(tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    base = {
+        "ALACOP_PUBLIC_URL": "https://portal.example.gov",
+        "ALACOP_DATA_DIR": str(tmp_path),
+        "ALACOP_SECRET_KEY": SECRET,
+        "ALACOP_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    }
+    with pytest.raises(ConfigError, match=r"^smtp_host:"):
+        ensure_secret(load_settings(base))
+    assert ensure_secret(load_settings({**base, "ALACOP_SMTP_HOST": "mail.example.gov"})).smtp_host

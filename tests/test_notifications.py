@@ -322,3 +322,28 @@ def test_outbox_mailer_writes_a_parseable_eml_file(app_factory: Callable[..., Ha
     body = _check(message, "Your AlaCOP password was changed", *_secrets(h))
     assert "monitored and logged" in body
     assert "NotificationFailed" not in h.audit_types()
+
+
+def test_recovery_code_used_notice(mailed: tuple[Harness, Inbox]) -> None:
+    h, inbox = mailed
+    h.create_user()
+    page = h.password(h.identifier("cs0101"), STRONG)
+    flow = h.flow_of(page)
+    h.client.post(f"/login/method?flow={flow.id}", data={"csrf_token": flow.csrf_token, "kind": "recovery_code"})
+    done = h.client.post(
+        f"/login/second-factor?flow={flow.id}",
+        data={"csrf_token": flow.csrf_token, "code": h.recovery_codes[0], "credential": ""},
+    )
+    assert done.url.path == "/apps"
+    body = _check(_only(inbox), "A recovery code was used to sign in to your account", *_secrets(h))
+    assert "9 unused codes are left" in body
+
+
+def test_methods_reset_notice(mailed: tuple[Harness, Inbox]) -> None:
+    from alacop.core.context import RequestContext
+    from alacop.core.directory import Directory
+
+    h, inbox = mailed
+    h.create_user()
+    h.run(Directory(h.portal.deps).reset_methods, "cs0101", "ID badge checked in person", RequestContext.system())
+    _check(_only(inbox), "Your AlaCOP sign-in methods were reset", *_secrets(h))

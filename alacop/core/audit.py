@@ -50,6 +50,7 @@ class EventType(StrEnum):
     OTHER_SESSIONS_ENDED = "OtherSessionsEnded"
     NOTIFICATION_FAILED = "NotificationFailed"
     SECRETS_RESEALED = "SecretsResealed"
+    METHODS_RESET = "MethodsReset"
     AGENCIES_LISTED = "AgenciesListed"
 
 

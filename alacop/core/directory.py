@@ -19,6 +19,7 @@ from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.errors import Conflict, InvalidInput, NotFound
+from alacop.core.notify import notify
 from alacop.core.passwords import check_password, temporary_password
 from alacop.core.sessions import EndReason
 
@@ -194,6 +195,43 @@ class Directory:
                 ctx,
             )
         return changed
+
+    async def reset_methods(
+        self, username: str, note: str, ctx: RequestContext, actor_id: str | None = None
+    ) -> tuple[int, int]:
+        """Remove every second factor and recovery code, after identity was re-proofed (CJIS IA-5 n).
+
+        The next sign-in, with the password, enrols new methods; every open session ends now.
+        """
+        how = note.strip()
+        if not how or len(how) > 500:
+            raise InvalidInput("say how the user's identity was re-proofed (1-500 characters)", code="note_required")
+        user = await self._user(username)
+        now = self._deps.clock.now()
+        async with self._deps.store.transaction() as tx:
+            methods = await tx.methods.delete_all_for_user(user.id)
+            codes = await tx.recovery_codes.replace_set(user.id, [])
+            ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.ADMIN)
+            await tx.audit.append(
+                AuditEvent(
+                    EventType.METHODS_RESET,
+                    Outcome.SUCCESS,
+                    "reproofed",
+                    actor_id=actor_id,
+                    subject_id=user.id,
+                    subject_name=self._identifier(user.username),
+                    agency_id=user.agency_id,
+                    details={
+                        "before": {"methods": methods, "recovery_codes": codes},
+                        "after": {"methods": 0, "recovery_codes": 0},
+                        "reproofing_note": how,
+                        "sessions_ended": ended,
+                    },
+                ),
+                ctx,
+            )
+        await notify(self._deps, user, "methods_reset", ctx)
+        return methods, codes
 
     async def users(self, agency_ori: str | None = None) -> list[tuple[User, Agency | None]]:
         async with self._deps.store.transaction() as tx:

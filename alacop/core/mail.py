@@ -35,6 +35,14 @@ NOTICES = {
         "New recovery codes were created for your account",
         "A new set of recovery codes was created; the codes you had before no longer work.",
     ),
+    "recovery_code_used": Notice(
+        "A recovery code was used to sign in to your account",
+        "A recovery code was used to sign in to your account; {detail} unused codes are left.",
+    ),
+    "methods_reset": Notice(
+        "Your AlaCOP sign-in methods were reset",
+        "Your sign-in methods were reset by your agency; set them up again at your next sign-in.",
+    ),
     "account_locked": Notice(
         "Your AlaCOP account was locked",
         "Your AlaCOP account was locked after too many failed sign-in attempts.",

@@ -243,6 +243,7 @@ class Factors:
             reason = outcome.reason
         elif kind is MethodKind.RECOVERY_CODE:
             reason = "recovery_code_wrong"
+            left = 0
             async with deps.store.transaction() as tx:
                 found = recovery_codes.find(await tx.recovery_codes.unused_for_user(user.id), code)
                 if found is not None and await tx.recovery_codes.spend(found.id, now):
@@ -250,7 +251,13 @@ class Factors:
                     await tx.audit.append(
                         self._event(EventType.RECOVERY_CODE_USED, Outcome.SUCCESS, purpose, user, codes_left=left), ctx
                     )
-                    return Verified(None, kind, recovery_codes.AMR)
+                    spent = True
+                else:
+                    spent = False
+            if spent:
+                # NIST 800-63B rev 4: the holder hears of every use of a recovery secret.
+                await notify(deps, user, "recovery_code_used", ctx, detail=str(left))
+                return Verified(None, kind, recovery_codes.AMR)
         return await self._failed(user, identifier, kind, reason, purpose, ctx)
 
     async def _verify_webauthn(

@@ -616,3 +616,27 @@ def test_a_recovery_code_session_cannot_mint_new_codes(harness: Harness) -> None
     refused = harness.client.post("/account/security/recovery-codes", data={"csrf_token": token})
     assert str(refused.url).endswith("/account/security?refused=recovery_code_session")
     assert "RecoveryCodesGenerated" not in harness.audit_types()
+
+
+def test_a_recovery_code_session_cannot_change_the_password(harness: Harness) -> None:
+    harness.create_user()
+    page = harness.password(harness.identifier("cs0101"), STRONG)
+    flow = harness.flow_of(page)
+    harness.client.post(f"/login/method?flow={flow.id}", data={"csrf_token": flow.csrf_token, "kind": "recovery_code"})
+    harness.client.post(
+        f"/login/second-factor?flow={flow.id}",
+        data={"csrf_token": flow.csrf_token, "code": harness.recovery_codes[0], "credential": ""},
+    )
+    refused = harness.client.get("/account/password")
+    assert str(refused.url).endswith("/account/security?refused=recovery_code_session")
+    token = refused.context["csrf_token"]
+    harness.client.post(
+        "/account/password",
+        data={
+            "csrf_token": token,
+            "current_password": STRONG,
+            "new_password": "another long passphrase 5",
+            "confirm_password": "another long passphrase 5",
+        },
+    )
+    assert "PasswordChanged" not in harness.audit_types()

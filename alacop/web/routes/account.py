@@ -75,6 +75,8 @@ async def password_page(request: Request) -> Response:
         return _to_login()
     if not recent_enough(request, who):
         return to_reauth("/account/password")
+    if who.session.second_factor == "recovery_code":
+        return RedirectResponse("/account/security?refused=recovery_code_session", status_code=303)
     return template(request, "account/password.html", _password_context(request, who, ()))
 
 
@@ -88,6 +90,8 @@ async def password_submit(request: Request) -> Response:
         raise CsrfFailed("password change without a valid token")
     if not recent_enough(request, who):
         return to_reauth("/account/password")
+    if who.session.second_factor == "recovery_code":
+        return RedirectResponse("/account/security?refused=recovery_code_session", status_code=303)
     p = http.portal(request)
     outcome = await PasswordMethod(p.deps).change(
         who.user,

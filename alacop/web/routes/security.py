@@ -37,14 +37,15 @@ _DONE = {
     "method_removed": "The method was removed.",
     "method_renamed": "The method was renamed.",
     "sessions_ended": "You were signed out everywhere else.",
-    "reauthenticated": "Thank you. You can make changes for the next 10 minutes.",
+    "reauthenticated": "Thank you. You can make changes for the next few minutes.",
 }
 _REFUSED = {
     "method_last_required": "That method cannot be removed: your account needs it to meet the sign-in policy. "
     "Add another method first.",
     "method_not_found": "That method was not found.",
-    "recovery_code_session": "You signed in with a recovery code, which cannot add or remove methods. Sign in with "
-    "your authenticator app or security key, or ask your agency coordinator to reset your methods.",
+    "recovery_code_session": "You signed in with a recovery code, which cannot change your sign-in methods or "
+    "password. Sign in with your authenticator app or security key, or ask the Support Center to reset "
+    "your methods once they have confirmed who you are.",
 }
 RECENT_TYPES = ("LoginSucceeded", "LoginFailed", "SecondFactorFailed")
 
@@ -100,6 +101,7 @@ async def page(request: Request) -> Response:
                 for r in recent
             ],
             "recent_enough": recent_enough(request, who),
+            "reauth_minutes": p.settings.policy.reauth_minutes,
             "messages": tuple(messages),
             "message_ids": [m.id for m in messages],
         },
