@@ -7,6 +7,7 @@ Nested settings take a double underscore in the environment: ALACOP_BRANDING__SU
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import os
 import secrets
@@ -74,6 +75,8 @@ class Settings:
     mail_from: str = "AlaCOP <no-reply@alacop.gov>"
     trusted_proxies: tuple[str, ...] = ()
     max_body_bytes: int = 65536
+    # Tests only (ALACOP_ENV=test): the key the CAPTCHA derives answers with. See core/captcha.py.
+    captcha_seed: str = ""
     branding: Branding = field(default_factory=Branding)
     policy: Policy = field(default_factory=Policy)
 
@@ -99,6 +102,16 @@ class Settings:
     def rp_id(self) -> str:
         """The WebAuthn relying-party id: the public host name."""
         return urlsplit(self.public_url).hostname or "localhost"
+
+    @property
+    def captcha_key(self) -> bytes:
+        if self.captcha_seed:
+            return self.captcha_seed.encode("utf-8")
+        return hmac.new(self.secret_key.encode("utf-8"), b"alacop-captcha-key", hashlib.sha256).digest()
+
+    @property
+    def pepper(self) -> bytes:
+        return hmac.new(self.secret_key.encode("utf-8"), b"alacop-pepper", hashlib.sha256).digest()
 
     @property
     def audit_key(self) -> bytes | None:
@@ -149,6 +162,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, overrides: Mappin
             # A mistyped variable (ALACOP_AUDIT_HMAC for ALACOP_AUDIT_HMAC_KEY) must not pass silently.
             raise ConfigError(f"{key}: unknown setting")
     top.update(overrides or {})
+    seed = env.get("ALACOP_CAPTCHA_SEED", "")
+    if seed:
+        if str(top.get("env", "production")).strip().lower() != "test":
+            # The seed makes every CAPTCHA answer computable: it is a test fixture, never a setting.
+            raise ConfigError("ALACOP_CAPTCHA_SEED: accepted only with ALACOP_ENV=test")
+        top["captcha_seed"] = seed
     return _validate(top, branding, policy)
 
 
@@ -243,6 +262,7 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
         mail_from=mail_from,
         trusted_proxies=tuple(proxies),
         max_body_bytes=max_body,
+        captcha_seed=str(top.get("captcha_seed", "")),
         branding=brand,
         policy=policy_from_mapping(policy),
     )

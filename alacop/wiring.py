@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alacop.config import Settings, ensure_secret
 from alacop.core.audit import AuditChain
+from alacop.core.captcha import Captcha
 from alacop.core.clock import Clock, SystemClock
 from alacop.core.deps import Deps
 from alacop.core.mail import Mailer
@@ -43,6 +44,8 @@ def build_deps(
         banner_sha256=settings.branding.warning_sha256,
         box=SecretBox(settings.encryption_keys),
         mailer=mailer or build_mailer(settings),
+        captcha=Captcha(settings.captcha_key),
+        pepper=settings.pepper,
         portal_name=settings.branding.portal_name,
         support_name=settings.branding.support_name,
         origin=settings.origin,

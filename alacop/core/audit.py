@@ -51,6 +51,12 @@ class EventType(StrEnum):
     NOTIFICATION_FAILED = "NotificationFailed"
     SECRETS_RESEALED = "SecretsResealed"
     METHODS_RESET = "MethodsReset"
+    RECOVERY_STARTED = "RecoveryStarted"
+    RECOVERY_VERIFIED = "RecoveryVerified"
+    RECOVERY_VERIFICATION_FAILED = "RecoveryVerificationFailed"
+    RECOVERY_LOCKED = "RecoveryLocked"
+    CAPTCHA_FAILED = "CaptchaFailed"
+    PASSWORD_RESET = "PasswordReset"
     AGENCIES_LISTED = "AgenciesListed"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alacop.core.captcha import Captcha
 from alacop.core.clock import Clock
 from alacop.core.mail import Mailer
 from alacop.core.passwords import BannedList, PasswordHasher
@@ -24,6 +25,9 @@ class Deps:
     banner_sha256: str
     box: SecretBox
     mailer: Mailer
+    captcha: Captcha
+    # A server-side key for derived values that must stay the same per input yet reveal nothing.
+    pepper: bytes = b""
     # Who we are to authenticators and in messages.
     portal_name: str = "AlaCOP"
     support_name: str = "ALEA Support Center"

@@ -150,6 +150,8 @@ class Directory:
             throttle = await tx.throttles.get(key)
             was_locked = throttle is not None and throttle.locked_at is not None
             await tx.throttles.clear(key)
+            # Self-service recovery counts apart; an operator's release clears that counter too.
+            await tx.throttles.clear(f"recover:{key}")
             await tx.audit.append(
                 AuditEvent(
                     EventType.ACCOUNT_UNLOCKED,

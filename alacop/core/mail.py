@@ -43,6 +43,15 @@ NOTICES = {
         "Your AlaCOP sign-in methods were reset",
         "Your sign-in methods were reset by your agency; set them up again at your next sign-in.",
     ),
+    "password_reset": Notice(
+        "Your AlaCOP password was reset",
+        "The password of your AlaCOP account was reset through “Can't access your account?”. "
+        "Every session of the account was signed out.",
+    ),
+    "account_unlocked": Notice(
+        "Your AlaCOP account was unlocked",
+        "Your AlaCOP account was unlocked through “Can't access your account?”.",
+    ),
     "account_locked": Notice(
         "Your AlaCOP account was locked",
         "Your AlaCOP account was locked after too many failed sign-in attempts.",

@@ -54,6 +54,47 @@ class Failed:
     locked: bool = False
 
 
+def counter_key(identifier: str, purpose: str) -> str:
+    return f"recover:{identifier}" if purpose == "recovery" else identifier
+
+
+async def recovery_failure(
+    deps: Deps, key: str, reason: str, ctx: RequestContext, *, user: User | None, kind: str = ""
+) -> Failed:
+    """One failed recovery verification, counted per account whether or not the account exists."""
+    now = deps.clock.now()
+    async with deps.store.transaction() as tx:
+        updated = lockout.record_failure(await tx.throttles.get(key, for_update=True), key, now, deps.policy)
+        await tx.throttles.put(updated)
+        subject = key.removeprefix("recover:")
+        await tx.audit.append(
+            AuditEvent(
+                EventType.RECOVERY_VERIFICATION_FAILED,
+                Outcome.FAILURE,
+                reason,
+                subject_id=user.id if user else None,
+                subject_name=subject,
+                agency_id=user.agency_id if user else None,
+                details={"kind": kind, "consecutive_failures": updated.failures},
+            ),
+            ctx,
+        )
+        locked = updated.locked_at is not None
+        if locked:
+            await tx.audit.append(
+                AuditEvent(
+                    EventType.RECOVERY_LOCKED,
+                    Outcome.INFO,
+                    "too_many_failures",
+                    subject_id=user.id if user else None,
+                    subject_name=subject,
+                    agency_id=user.agency_id if user else None,
+                ),
+                ctx,
+            )
+    return Failed(reason, locked=locked)
+
+
 def clean_name(name: str, default: str) -> str:
     printable = "".join(ch for ch in name if ch.isprintable()).strip()
     return printable[:MAX_NAME] or default
@@ -208,9 +249,13 @@ class Factors:
         credential: str = "",
         challenge: str = "",
     ) -> Verified | Failed:
-        """Check one second factor. A failure counts toward the account's lockout (CJIS AC-7)."""
+        """Check one second factor. A failure counts toward the account's lockout (CJIS AC-7).
+
+        Recovery (purpose "recovery") counts on a counter of its own, so that a user whose sign-in
+        is locked can still prove who they are and unlock it, within the same 5-in-15-minutes limit.
+        """
         deps = self._deps
-        identifier = f"{user.username}@{deps.domain}"
+        identifier = counter_key(f"{user.username}@{deps.domain}", purpose)
         async with deps.store.read() as db:
             throttle = await db.throttles.get(identifier)
             methods = list(await db.methods.for_user(user.id))
@@ -302,6 +347,8 @@ class Factors:
     async def _failed(
         self, user: User, identifier: str, kind: MethodKind, reason: str, purpose: str, ctx: RequestContext
     ) -> Failed:
+        if purpose == "recovery":
+            return await recovery_failure(self._deps, identifier, reason, ctx, user=user, kind=str(kind))
         now = self._deps.clock.now()
         async with self._deps.store.transaction() as tx:
             updated = lockout.record_failure(

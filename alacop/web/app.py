@@ -31,10 +31,11 @@ from alacop.core.passwords import PasswordHasher
 from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
 from alacop.flows.login import LoginService
+from alacop.flows.recovery import RecoveryService
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
-from alacop.web.routes import account, login, pages, security
+from alacop.web.routes import account, login, pages, recover, security
 from alacop.wiring import build_deps
 
 log = logging.getLogger("alacop")
@@ -46,6 +47,7 @@ class Portal:
     settings: Settings
     deps: Deps
     login: LoginService
+    recovery: RecoveryService
     sessions: SessionManager
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -90,6 +92,7 @@ def create_app(
             settings=settings,
             deps=deps,
             login=LoginService(deps),
+            recovery=RecoveryService(deps),
             sessions=SessionManager(deps),
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
@@ -133,7 +136,17 @@ def create_app(
         Route("/account/security/add", security.add_page, methods=["GET"]),
         Route("/account/reauth", security.reauth_page, methods=["GET"]),
         Route("/account/reauth", security.reauth_submit, methods=["POST"]),
-        Route("/recover", pages.recover),
+        Route("/recover", recover.page, methods=["GET"]),
+        Route("/recover/type", recover.account_type, methods=["POST"]),
+        Route("/recover/identify", recover.identify, methods=["POST"]),
+        Route("/recover/captcha/new", recover.new_captcha, methods=["POST"]),
+        Route("/recover/captcha.png", recover.captcha_picture, methods=["GET"]),
+        Route("/recover/captcha.wav", recover.captcha_audio, methods=["GET"]),
+        Route("/recover/method", recover.method, methods=["POST"]),
+        Route("/recover/verify", recover.verify, methods=["POST"]),
+        Route("/recover/choose", recover.choose, methods=["POST"]),
+        Route("/recover/password", recover.new_password, methods=["POST"]),
+        Route("/recover/unlock", recover.unlock, methods=["POST"]),
         Route("/register", pages.register),
         Route("/help", pages.help_home),
         Route("/help/sign-in", pages.help_sign_in),

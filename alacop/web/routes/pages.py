@@ -18,15 +18,6 @@ def _coming(request: Request, title: str, text: str) -> Response:
     return template(request, "coming.html", {"title": title, "text": text})
 
 
-async def recover(request: Request) -> Response:
-    return _coming(
-        request,
-        "Can't access your account?",
-        "Self-service account recovery is not available yet. To unlock your account or reset your "
-        "password, contact your agency coordinator or the Support Center.",
-    )
-
-
 async def register(request: Request) -> Response:
     return _coming(
         request,
