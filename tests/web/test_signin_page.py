@@ -75,3 +75,18 @@ def test_static_artwork_is_served(harness: Harness) -> None:
         response = harness.client.get(f"/static/img/{name}")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_recovery_code_field_fits_a_whole_code(harness: Harness) -> None:
+    """A browser cuts typing at maxlength: the field must hold a full code as it is printed."""
+    from alacop.methods import recovery_codes
+
+    harness.create_user()
+    page = harness.password(harness.identifier("cs0101"), "granite harbor lantern 77")
+    flow = harness.flow_of(page)
+    chosen = harness.client.post(
+        f"/login/method?flow={flow.id}", data={"csrf_token": flow.csrf_token, "kind": "recovery_code"}
+    )
+    field = re.search(r'<input id="code"[^>]*maxlength="(\d+)"', chosen.text)
+    assert field is not None
+    assert int(field.group(1)) >= max(len(code) for code in recovery_codes.generate())
