@@ -313,6 +313,14 @@ def cmd_secrets_reseal(args: argparse.Namespace) -> int:
     return _run(_settings(), work)
 
 
+# -- help center -------------------------------------------------------------------------------------
+def cmd_help_build(args: argparse.Namespace) -> int:
+    """Record the video tutorials and the guides' screenshots from the real pages (needs Chromium)."""
+    from alacop.help import build
+
+    return int(build.main(list(args.rest)))
+
+
 # -- audit -------------------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _settings()
@@ -439,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_cmd.add_parser("reseal", help="re-encrypt stored secrets under the first key").set_defaults(
         func=cmd_secrets_reseal
     )
+
+    help_cmd = sub.add_parser("help", help="the help center").add_subparsers(dest="action", required=True)
+    p = help_cmd.add_parser("build", help="record tutorials and screenshots in headless Chromium")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the recorder (--out, --only, ...)")
+    p.set_defaults(func=cmd_help_build)
 
     audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
     audit.add_parser("verify").set_defaults(func=cmd_audit_verify)

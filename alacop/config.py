@@ -161,6 +161,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, overrides: Mappin
         else:
             # A mistyped variable (ALACOP_AUDIT_HMAC for ALACOP_AUDIT_HMAC_KEY) must not pass silently.
             raise ConfigError(f"{key}: unknown setting")
+    if "captcha_seed" in top or (overrides and "captcha_seed" in overrides):
+        # Only the ALACOP_CAPTCHA_SEED environment variable, checked below, may set it.
+        raise ConfigError("captcha_seed: not a setting; tests pass ALACOP_CAPTCHA_SEED with ALACOP_ENV=test")
     top.update(overrides or {})
     seed = env.get("ALACOP_CAPTCHA_SEED", "")
     if seed:
@@ -244,6 +247,8 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
         # The CSP allows images from this portal only, which is also what keeps a page genuine.
         if not (value.startswith("/") and not value.startswith(("//", "/\\"))) and not value.startswith("data:image/"):
             raise ConfigError(f"branding.{name}: must be a path on this portal (/static/...) or a data: image")
+    if top.get("captcha_seed") and env != "test":
+        raise ConfigError("ALACOP_CAPTCHA_SEED: accepted only with ALACOP_ENV=test")
     settings = Settings(
         env=env,
         public_url=public_url,

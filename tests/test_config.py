@@ -408,7 +408,9 @@ def test_mistyped_environment_variable_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"^ALACOP_AUDIT_HMAC: unknown setting"):
         load_settings({"ALACOP_AUDIT_HMAC": "x" * 40})
     # Variables read elsewhere share the prefix without being settings.
-    load_settings({"ALACOP_TEST_BACKENDS": "sqlite", "ALACOP_CAPTCHA_SEED": "1", "ALACOP_CONFIG": ""})
+    load_settings(
+        {"ALACOP_TEST_BACKENDS": "sqlite", "ALACOP_CAPTCHA_SEED": "1", "ALACOP_ENV": "test", "ALACOP_CONFIG": ""}
+    )
 
 
 @pytest.mark.parametrize(

@@ -233,8 +233,8 @@ class LoginService:
     _invalid_credentials = _msg("credentials_invalid", "Your account or password is incorrect.")
     _locked = _msg(
         "account_locked",
-        "Your account is locked after too many failed sign-in attempts. "
-        "Contact your agency coordinator or the Support Center to unlock it.",
+        "Your account is locked after too many failed sign-in attempts. Unlock it with “Can't access your "
+        "account?”, or contact the Support Center.",
     )
     _disabled = _msg(
         "account_disabled",

@@ -377,8 +377,12 @@ class RecoveryService:
                 "Verified. Coordinators and administrators verify a second, different method.",
                 "info",
             )
+            following = remaining[0]
+            challenge = new_challenge() if following is MethodKind.WEBAUTHN else None
             return await self._save(
-                flow.move(RecoveryState.VERIFY, more, verified=verified, method_kind=str(remaining[0]), challenge=None)
+                flow.move(
+                    RecoveryState.VERIFY, more, verified=verified, method_kind=str(following), challenge=challenge
+                )
             )
         return await self._save(flow.move(RecoveryState.CHOOSE, verified=verified, method_kind=None, challenge=None))
 
@@ -453,8 +457,14 @@ class RecoveryService:
         if flow.state is not RecoveryState.UNLOCK or flow.identifier is None:
             raise FlowInvalid("unlock out of turn")
         user = await self._verified_user(flow)
+        key = counter_key(flow.identifier, "recovery")
+        async with self._deps.store.read() as db:
+            recovery_locked = lockout.is_locked(await db.throttles.get(key))
+        if recovery_locked:
+            # Past the verify step the password is still a secret to guess: the same limit holds.
+            await self._password.verify(None, password[:MAX_PASSWORD_INPUT])
+            return await self._save(flow.move(RecoveryState.UNLOCK, TOO_MANY))
         if not await self._password.verify(user, password[:MAX_PASSWORD_INPUT]):
-            key = counter_key(flow.identifier, "recovery")
             failed = await recovery_failure(self._deps, key, "current_password_wrong", ctx, user=user, kind="password")
             message = (
                 TOO_MANY

@@ -19,8 +19,8 @@ CURRENT_WRONG = PasswordProblem("current_password_wrong", "Your current password
 REUSED = PasswordProblem("password_reused", "Choose a password different from your current one.")
 LOCKED = PasswordProblem(
     "account_locked",
-    "Your account is locked after too many failed attempts. "
-    "Contact your agency coordinator or the Support Center to unlock it.",
+    "Your account is locked after too many failed attempts. Unlock it with “Can't access your account?”, "
+    "or contact the Support Center.",
 )
 
 

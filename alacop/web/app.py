@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import mimetypes
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,13 +33,19 @@ from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
 from alacop.flows.login import LoginService
 from alacop.flows.recovery import RecoveryService
+from alacop.help.content import STATIC as HELP_STATIC
+from alacop.help.content import HelpCenter
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
 from alacop.web.routes import account, login, pages, recover, security
+from alacop.web.routes import help as help_routes
 from alacop.wiring import build_deps
 
 log = logging.getLogger("alacop")
+# Caption tracks must be served as text/vtt, or browsers ignore them.
+mimetypes.add_type("text/vtt", ".vtt")
+mimetypes.add_type("video/webm", ".webm")
 HERE = Path(__file__).parent
 
 
@@ -49,6 +56,7 @@ class Portal:
     login: LoginService
     recovery: RecoveryService
     sessions: SessionManager
+    help: HelpCenter
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     # Read on every request; settings derive them by parsing the public URL, so keep them here.
@@ -82,6 +90,8 @@ def create_app(
 ) -> Starlette:
     settings = ensure_secret(settings)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    # Guides are read and rendered once; a changed guide needs a restart, like any other code.
+    help_center = HelpCenter.load()
     templates.env.globals["brand"] = settings.branding
     templates.env.globals["test_mode"] = settings.env == "test"
 
@@ -94,6 +104,7 @@ def create_app(
             login=LoginService(deps),
             recovery=RecoveryService(deps),
             sessions=SessionManager(deps),
+            help=help_center,
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
             secure_cookies=settings.secure_cookies,
@@ -148,8 +159,12 @@ def create_app(
         Route("/recover/password", recover.new_password, methods=["POST"]),
         Route("/recover/unlock", recover.unlock, methods=["POST"]),
         Route("/register", pages.register),
-        Route("/help", pages.help_home),
-        Route("/help/sign-in", pages.help_sign_in),
+        Route("/help", help_routes.home, methods=["GET"]),
+        Route("/help/search", help_routes.search, methods=["GET"]),
+        Route("/help/guides/{slug:str}", help_routes.guide, methods=["GET"]),
+        Route("/help/videos/{slug:str}", help_routes.video, methods=["GET"]),
+        Route("/help/sign-in", help_routes.sign_in, methods=["GET"]),
+        Mount("/help/static", app=StaticFiles(directory=str(HELP_STATIC)), name="help_static"),
         Route("/healthz", pages.healthz),
         Route("/readyz", pages.readyz),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
@@ -173,6 +188,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
         "There have been too many attempts from your network. Wait a minute, then try again.",
     ),
     "body_too_large": ("That request was too large", "Go back and try again."),
+    "not_found": ("Page not found", "Check the address, or go to the sign-in page."),
     "flow_invalid": ("This took too long", "Start again from the sign-in page."),
     "flow_expired": ("This took too long", "Start again from the sign-in page."),
 }

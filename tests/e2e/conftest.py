@@ -3,12 +3,14 @@
 The server runs once per session on a free loopback port with its own data directory, so the
 demo account's forced password change and second-factor enrolment happen once per session;
 `demo_account` tracks the account's password, TOTP seed and recovery codes so tests can sign in
-in any order. A second server with passkey sign-in switched on starts only for the tests that ask.
+in any order. A second server with passkey sign-in switched on starts only for the tests that ask, and a third,
+in test mode with a known CAPTCHA seed, only for the account-recovery tests.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -104,6 +106,18 @@ def portal_url(portal: Portal) -> str:
 def passkey_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     """A second portal, with its own data, where /login/options offers passkey sign-in."""
     with _run_portal(tmp_path_factory, "passkey", ALACOP_POLICY__PASSKEY_SIGN_IN="true") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def recovery_portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """A third portal in test mode, so tests can derive CAPTCHA answers from a seed they chose.
+
+    ALACOP_ENV=test puts a TEST MODE banner on every page: only this portal has it, so the other
+    tests' screenshots stay free of it. The seed is random per session, never a fixed value.
+    """
+    seed = secrets.token_urlsafe(24)
+    with _run_portal(tmp_path_factory, "recovery", ALACOP_ENV="test", ALACOP_CAPTCHA_SEED=seed) as running:
         yield running
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from playwright.sync_api import expect
 
-from .support import DESKTOP, PHONE, SCREENSHOTS, DemoAccount
+from alacop.core.captcha import answer_for
+
+from .support import DESKTOP, PHONE, SCREENSHOTS, DemoAccount, Portal
 
 NEW_PASSPHRASE = "blue harbor lantern 7 quietly"
 FLOW_URL = re.compile(r"/login(\?flow=[\w-]+)?$")
@@ -239,3 +242,119 @@ def first_sign_in_with_security_key(page: Any, email: str, temporary: str, new: 
     enrol_security_key(page, email, key_name)
     save_recovery_codes(page)
     expect_apps(page, email)
+
+
+def first_sign_in_with_app(page: Any, account: DemoAccount, new_password: str) -> None:
+    """A CLI-created user's first sign-in: forced change, authenticator app, recovery codes saved in `account`."""
+    assert not account.changed
+    identifier_step(page, account.email)
+    password_step(page, account.email, account.password)
+    change_password_step(page, account.password, new_password)
+    account.password = new_password
+    account.changed = True
+    enrol_totp(page, account)
+    account.recovery_codes = save_recovery_codes(page)
+    expect_apps(page, account.email)
+
+
+# -- "Can't access your account?" ------------------------------------------------------------------
+RECOVER_URL = re.compile(r"/recover(\?flow=[\w-]+)?$")
+
+
+def recover_account_type_step(page: Any, *, screenshot: bool = False) -> None:
+    """From the sign-in page: "Can't access your account?", then "Work or school account"."""
+    expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()
+    page.get_by_role("link", name="Can't access your account?").click()
+    expect(page).to_have_url(RECOVER_URL)
+    expect(page.get_by_role("heading", name="Can't access your account?", level=1)).to_be_visible()
+    expect(page.get_by_role("heading", name="Which type of account do you need help with?")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile(r"^Personal account"))).to_be_visible()
+    if screenshot:
+        shoot(page, "recover-type")
+    page.get_by_role("button", name=re.compile(r"^Work or school account")).click()
+
+
+def captcha_nonce(page: Any) -> str:
+    """The challenge's nonce, read from the picture's src (/recover/captcha.png?flow=ID&c=NONCE)."""
+    src = page.locator(".captcha img").get_attribute("src")
+    assert src, "the CAPTCHA picture has no src"
+    query = parse_qs(urlsplit(src).query)
+    assert urlsplit(src).path == "/recover/captcha.png", f"unexpected CAPTCHA picture src {src!r}"
+    assert len(query.get("c", [])) == 1 and len(query.get("flow", [])) == 1, f"no flow or nonce in {src!r}"
+    return str(query["c"][0])
+
+
+def expect_captcha_picture_loaded(page: Any) -> None:
+    picture = page.locator(".captcha img")
+    expect(picture).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle(), timeout=10_000)
+
+
+def recover_identify_step(page: Any, portal: Portal, username: str, *, screenshot: bool = False) -> None:
+    """ "Get back into your account": type the username and the CAPTCHA answer derived from the test seed."""
+    expect(page).to_have_url(RECOVER_URL)
+    expect(page.get_by_role("heading", name="Get back into your account", level=1)).to_be_visible()
+    expect(page.locator(".test-banner")).to_contain_text("TEST MODE")
+    expect_captcha_picture_loaded(page)
+    if screenshot:
+        shoot(page, "recover-identify", phone_too=True)
+    page.get_by_label("Email or Username").click()
+    page.keyboard.type(username)
+    answer = answer_for(portal.captcha_seed, captcha_nonce(page))
+    page.get_by_label("Enter the characters in the picture or the words in the audio").click()
+    page.keyboard.type(answer)
+    page.get_by_role("button", name="Next", exact=True).click()
+
+
+def expect_recover_verify(page: Any, email: str) -> None:
+    expect(page).to_have_url(RECOVER_URL)
+    expect(page.get_by_role("heading", name="Verify your identity", level=1)).to_be_visible()
+    expect(page.locator(".identity")).to_have_text(email)
+
+
+def recover_totp_step(page: Any, account: DemoAccount, *, screenshot: bool = False) -> None:
+    """The default way to verify: a code from the authenticator app."""
+    expect_recover_verify(page, account.email)
+    field = page.get_by_label("Enter the 6-digit code from your authenticator app")
+    expect(field).to_be_focused()
+    for other in ("Use my security key or passkey", "Enter a recovery code"):
+        expect(page.get_by_role("button", name=other, exact=True)).to_be_visible()
+    if screenshot:
+        shoot(page, "recover-verify")
+    field.click()
+    page.keyboard.type(account.totp_code())
+    page.get_by_role("button", name="Verify", exact=True).click()
+
+
+def recover_recovery_code_step(page: Any, account: DemoAccount) -> None:
+    expect_recover_verify(page, account.email)
+    page.get_by_role("button", name="Enter a recovery code", exact=True).click()
+    expect_recover_verify(page, account.email)
+    field = page.get_by_label("Enter one of your recovery codes")
+    expect(field).to_be_focused()
+    expect(page.get_by_role("button", name="Enter a code from my authenticator app", exact=True)).to_be_visible()
+    page.keyboard.type(account.take_recovery_code())
+    page.get_by_role("button", name="Verify", exact=True).click()
+
+
+def recover_choose_step(page: Any, email: str, choice: str, *, screenshot: bool = False) -> None:
+    expect(page).to_have_url(RECOVER_URL)
+    expect(page.get_by_role("heading", name="What do you need?", level=1)).to_be_visible()
+    expect(page.locator(".identity")).to_have_text(email)
+    for label in ("I forgot my password", "I know my password, but still can't sign in"):
+        expect(page.get_by_role("button", name=re.compile(f"^{re.escape(label)}"))).to_be_visible()
+    if screenshot:
+        shoot(page, "recover-choose")
+    page.get_by_role("button", name=re.compile(f"^{re.escape(choice)}")).click()
+
+
+def recover_done_step(page: Any, message: str, *, screenshot: bool = False) -> None:
+    """ "You're all set", then "Go to the sign-in page"."""
+    expect(page).to_have_url(RECOVER_URL)
+    expect(page.get_by_role("heading", name="You're all set", level=1)).to_be_visible()
+    expect(page.get_by_role("status").filter(has_text=message)).to_have_count(1)
+    if screenshot:
+        shoot(page, "recover-done")
+    page.get_by_role("link", name="Go to the sign-in page").click()
+    expect(page).to_have_url(FLOW_URL)
+    expect(page.get_by_role("heading", name="Sign in", exact=True)).to_be_visible()

@@ -75,6 +75,13 @@ class Portal:
         assert done.returncode == 0, f"`alacop users create {username}` failed:\n{output}"
         return f"{username}@alacop.gov"
 
+    @property
+    def captcha_seed(self) -> bytes:
+        """The CAPTCHA key of a portal in test mode (ALACOP_ENV=test with ALACOP_CAPTCHA_SEED)."""
+        seed = self.env.get("ALACOP_CAPTCHA_SEED", "")
+        assert seed and self.env.get("ALACOP_ENV") == "test", "this portal does not run with a test CAPTCHA seed"
+        return seed.encode()
+
 
 @dataclass
 class DemoAccount:

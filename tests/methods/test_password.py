@@ -44,6 +44,7 @@ def make_method(hasher: PasswordHasher, policy: Policy | None = None) -> Passwor
         banner_sha256="0" * 64,
         box=SecretBox((Fernet.generate_key().decode(),)),
         mailer=cast(Any, _Untouchable()),
+        captcha=cast(Any, _Untouchable()),
     )
     return PasswordMethod(deps)
 

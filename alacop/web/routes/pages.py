@@ -26,16 +26,6 @@ async def register(request: Request) -> Response:
     )
 
 
-async def help_home(request: Request) -> Response:
-    http.ensure_browser_secret(request)
-    return template(request, "help/index.html", {})
-
-
-async def help_sign_in(request: Request) -> Response:
-    http.ensure_browser_secret(request)
-    return template(request, "help/sign_in.html", {})
-
-
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
