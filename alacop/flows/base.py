@@ -8,6 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.context import RequestContext
+from alacop.core.deps import Deps
 from alacop.core.errors import CsrfFailed, FlowExpired, FlowInvalid
 from alacop.core.ports import FlowRecord
 from alacop.core.tokens import new_token, same, token_hash
@@ -56,6 +59,22 @@ def check_flow(record: FlowRecord | None, *, binding: str, now: datetime, kind: 
 def check_csrf(record: FlowRecord, submitted: str) -> None:
     if not submitted or not same(record.csrf_token, submitted):
         raise CsrfFailed("csrf token does not match the flow")
+
+
+async def load_record(deps: Deps, flow_id: str, browser_secret: str, kind: str) -> FlowRecord:
+    """A stored flow, if this browser may use it now (see check_flow)."""
+    async with deps.store.read() as db:
+        record = await db.flows.get(flow_id[:64])
+    return check_flow(record, binding=browser_binding(browser_secret), now=deps.clock.now(), kind=kind)
+
+
+async def discard_expired(deps: Deps, flow_id: str, kind: str, ctx: RequestContext) -> None:
+    """Drop an expired flow and record it; the caller then starts a fresh one ("This took too long")."""
+    async with deps.store.transaction() as tx:
+        await tx.flows.delete(flow_id[:64])
+        await tx.audit.append(
+            AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": kind}), ctx
+        )
 
 
 def dump(payload: dict[str, Any]) -> str:

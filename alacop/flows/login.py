@@ -53,9 +53,10 @@ from alacop.flows.base import (
     Message,
     browser_binding,
     check_csrf,
-    check_flow,
+    discard_expired,
     dump,
     load,
+    load_record,
     new_csrf,
     new_flow_id,
 )
@@ -261,20 +262,10 @@ class LoginService:
         return flow
 
     async def load(self, flow_id: str, browser_secret: str) -> LoginFlow:
-        async with self._deps.store.read() as db:
-            record = await db.flows.get(flow_id[:64])
-        checked = check_flow(
-            record, binding=browser_binding(browser_secret), now=self._deps.clock.now(), kind=FlowKind.LOGIN
-        )
-        return LoginFlow.from_record(checked)
+        return LoginFlow.from_record(await load_record(self._deps, flow_id, browser_secret, FlowKind.LOGIN))
 
     async def expired(self, flow_id: str, ctx: RequestContext) -> None:
-        async with self._deps.store.transaction() as tx:
-            await tx.flows.delete(flow_id[:64])
-            await tx.audit.append(
-                AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": "login"}),
-                ctx,
-            )
+        await discard_expired(self._deps, flow_id, FlowKind.LOGIN, ctx)
 
     # -- step 1: identifier -------------------------------------------------------------------
     async def submit_identifier(self, flow: LoginFlow, raw: str, csrf: str, ctx: RequestContext) -> LoginFlow:

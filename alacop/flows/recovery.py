@@ -44,7 +44,17 @@ from alacop.core.identifiers import WrongDomain, normalise_identifier
 from alacop.core.notify import notify
 from alacop.core.ports import FlowRecord
 from alacop.core.sessions import EndReason
-from alacop.flows.base import Message, browser_binding, check_csrf, check_flow, dump, load, new_csrf, new_flow_id
+from alacop.flows.base import (
+    Message,
+    browser_binding,
+    check_csrf,
+    discard_expired,
+    dump,
+    load,
+    load_record,
+    new_csrf,
+    new_flow_id,
+)
 from alacop.methods.factors import Factors, Failed, counter_key, recovery_failure
 from alacop.methods.password import MAX_PASSWORD_INPUT, PasswordMethod
 from alacop.methods.webauthn import new_challenge
@@ -208,17 +218,10 @@ class RecoveryService:
         return flow
 
     async def load(self, flow_id: str, browser_secret: str) -> RecoveryFlow:
-        async with self._deps.store.read() as db:
-            record = await db.flows.get(flow_id[:64])
-        checked = check_flow(record, binding=browser_binding(browser_secret), now=self._deps.clock.now(), kind=KIND)
-        return RecoveryFlow.from_record(checked)
+        return RecoveryFlow.from_record(await load_record(self._deps, flow_id, browser_secret, KIND))
 
     async def expired(self, flow_id: str, ctx: RequestContext) -> None:
-        async with self._deps.store.transaction() as tx:
-            await tx.flows.delete(flow_id[:64])
-            await tx.audit.append(
-                AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": "recovery"}), ctx
-            )
+        await discard_expired(self._deps, flow_id, KIND, ctx)
 
     # -- 1. which type of account -----------------------------------------------------------------
     async def choose_type(self, flow: RecoveryFlow, account_type: str, csrf: str) -> RecoveryFlow:

@@ -285,9 +285,10 @@ class Take:
     def click(self, target: Any) -> None:
         """Click; when recording, outline the target first so the viewer sees what is selected."""
         if self.slow:
-            target.scroll_into_view_if_needed()
             target.evaluate(
-                "e => { e.style.outline = '4px solid #f59e0b'; e.style.outlineOffset = '3px';"
+                "e => { const r = e.getBoundingClientRect();"
+                " if (r.top < 60 || r.bottom > innerHeight - 60) e.scrollIntoView({block: 'center'});"
+                " e.style.outline = '4px solid #f59e0b'; e.style.outlineOffset = '3px';"
                 " setTimeout(() => { e.style.outline = ''; e.style.outlineOffset = ''; }, 1500); }"
             )
             self.pause(BEFORE_CLICK)
@@ -503,6 +504,11 @@ class Browser:
     def __init__(self, chromium: Any, portal_problems: list[str]) -> None:
         self.chromium = chromium
         self.problems = portal_problems
+        # Chromium's own user agent, less "Headless": Security info shows it in the screenshots and videos.
+        self.user_agent = (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            f"Chrome/{chromium.version} Safari/537.36"
+        )
 
     def _watch(self, page: Any, label: str) -> None:
         def on_console(msg: Any) -> None:
@@ -514,7 +520,9 @@ class Browser:
 
     @contextmanager
     def page(self, base_url: str, viewport: dict[str, int] = DESKTOP, label: str = "page") -> Iterator[Any]:
-        context = self.chromium.new_context(viewport=viewport, base_url=base_url, locale="en-US")
+        context = self.chromium.new_context(
+            viewport=viewport, base_url=base_url, locale="en-US", user_agent=self.user_agent
+        )
         context.set_default_timeout(TIMEOUT_MS)
         try:
             page = context.new_page()
@@ -530,6 +538,7 @@ class Browser:
             viewport=DESKTOP,
             base_url=base_url,
             locale="en-US",
+            user_agent=self.user_agent,
             record_video_dir=str(rec_dir),
             record_video_size=DESKTOP,
         )

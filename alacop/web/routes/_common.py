@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from starlette.requests import Request
+from starlette.responses import Response
 
-from alacop.core.errors import RateLimited
+from alacop.core.errors import FlowExpired, FlowInvalid, RateLimited
 from alacop.web import http
 
 RATE_WINDOW_SECONDS = 60
+LONG_FIELD = 16_384  # a WebAuthn answer; every other field is at most 1,024 characters
+F = TypeVar("F")
 log = logging.getLogger("alacop")
 
 
@@ -26,3 +31,35 @@ async def rate_limit(request: Request, bucket: str, *, factor: int = 1) -> None:
         return
     if not allowed:
         raise RateLimited("per-address limit reached")
+
+
+async def flow_step(
+    request: Request,
+    *,
+    bucket: str,
+    fields: tuple[str, ...],
+    long_fields: tuple[str, ...] = (),
+    load: Callable[[str, str], Awaitable[F]],
+    expired: Callable[[str], Awaitable[None]],
+    restart: Callable[[str], Awaitable[Response]],
+) -> tuple[F, dict[str, str]] | Response:
+    """The common start of every flow step: limit, parse, and load the browser's flow (or start over)."""
+    await rate_limit(request, bucket)
+    form = await http.read_form(request)
+    values = {
+        name: http.field(form, name, max_length=LONG_FIELD if name in long_fields else 1024)
+        for name in ("csrf_token", *fields)
+    }
+    flow_id = request.query_params.get("flow", "")[:64]
+    secret = http.browser_secret(request)
+    if secret is None:
+        secret, _ = http.ensure_browser_secret(request)
+        return await restart(secret)
+    try:
+        flow = await load(flow_id, secret)
+    except FlowExpired:
+        await expired(flow_id)
+        return await restart(secret)
+    except FlowInvalid:
+        return await restart(secret)
+    return flow, values

@@ -16,7 +16,7 @@ from alacop.flows.login import LoginFlow, LoginResult, LoginState, login_view
 from alacop.methods.webauthn import authentication_options
 from alacop.web import http
 from alacop.web.render import template
-from alacop.web.routes._common import rate_limit
+from alacop.web.routes._common import flow_step, rate_limit
 
 SESSION_COOKIE = "alacop_session"
 # Only a path on this portal: no scheme, no "//" or "/\\" (which browsers read as another host).
@@ -90,26 +90,19 @@ async def _step(
     *,
     long_fields: tuple[str, ...] = (),
 ) -> Response:
-    await rate_limit(request, "login")
-    p = http.portal(request)
-    secret = http.browser_secret(request)
-    form = await http.read_form(request)
-    values = {
-        name: http.field(form, name, max_length=16_384 if name in long_fields else 1024)
-        for name in ("csrf_token", *fields)
-    }
-    flow_id = _flow_id(request)
-    if secret is None:
-        secret, _ = http.ensure_browser_secret(request)
-        return await _restart(request, secret, EXPIRED)
-    try:
-        flow = await p.login.load(flow_id, secret)
-    except FlowExpired:
-        await p.login.expired(flow_id, http.context(request))
-        return await _restart(request, secret, EXPIRED)
-    except FlowInvalid:
-        return await _restart(request, secret, EXPIRED)
-    outcome = await action(flow, values)
+    service = http.portal(request).login
+    loaded = await flow_step(
+        request,
+        bucket="login",
+        fields=fields,
+        long_fields=long_fields,
+        load=service.load,
+        expired=lambda flow_id: service.expired(flow_id, http.context(request)),
+        restart=lambda secret: _restart(request, secret, EXPIRED),
+    )
+    if isinstance(loaded, Response):
+        return loaded
+    outcome = await action(*loaded)
     if isinstance(outcome, Response):
         return outcome
     return RedirectResponse(f"/login?flow={outcome.id}", status_code=303)

@@ -17,7 +17,7 @@ from alacop.flows.recovery import RecoveryFlow, RecoveryState
 from alacop.methods.webauthn import authentication_options
 from alacop.web import http
 from alacop.web.render import template
-from alacop.web.routes._common import rate_limit
+from alacop.web.routes._common import flow_step, rate_limit
 
 EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
 _TEMPLATES = {
@@ -114,25 +114,19 @@ async def _step(
     *,
     long_fields: tuple[str, ...] = (),
 ) -> Response:
-    await rate_limit(request, "recover")
-    p = http.portal(request)
-    form = await http.read_form(request)
-    values = {
-        name: http.field(form, name, max_length=16_384 if name in long_fields else 1024)
-        for name in ("csrf_token", *fields)
-    }
-    secret = http.browser_secret(request)
-    if secret is None:
-        secret, _ = http.ensure_browser_secret(request)
-        return await _restart(request, secret, EXPIRED)
-    flow_id = _flow_id(request)
-    try:
-        flow = await p.recovery.load(flow_id, secret)
-    except FlowExpired:
-        await p.recovery.expired(flow_id, http.context(request))
-        return await _restart(request, secret, EXPIRED)
-    except FlowInvalid:
-        return await _restart(request, secret, EXPIRED)
+    service = http.portal(request).recovery
+    loaded = await flow_step(
+        request,
+        bucket="recover",
+        fields=fields,
+        long_fields=long_fields,
+        load=service.load,
+        expired=lambda flow_id: service.expired(flow_id, http.context(request)),
+        restart=lambda secret: _restart(request, secret, EXPIRED),
+    )
+    if isinstance(loaded, Response):
+        return loaded
+    flow, values = loaded
     moved = await action(flow, values)
     return RedirectResponse(f"/recover?flow={moved.id}", status_code=303)
 
