@@ -314,13 +314,6 @@ def cmd_secrets_reseal(args: argparse.Namespace) -> int:
 
 
 # -- help center -------------------------------------------------------------------------------------
-def cmd_help_build(args: argparse.Namespace) -> int:
-    """Record the video tutorials and the guides' screenshots from the real pages (needs Chromium)."""
-    from alacop.help import build
-
-    return int(build.main(list(args.rest)))
-
-
 # -- audit -------------------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     settings = _settings()
@@ -449,9 +442,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     help_cmd = sub.add_parser("help", help="the help center").add_subparsers(dest="action", required=True)
-    p = help_cmd.add_parser("build", help="record tutorials and screenshots in headless Chromium")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the recorder (--out, --only, ...)")
-    p.set_defaults(func=cmd_help_build)
+    # Handled in main() before parsing; listed here so `alacop --help` shows it.
+    help_cmd.add_parser("build", help="record tutorials and screenshots in headless Chromium (see docs)")
 
     audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
     audit.add_parser("verify").set_defaults(func=cmd_audit_verify)
@@ -463,7 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:2] == ["help", "build"]:
+        # The recorder has its own options (--out, --only, ...): hand them over untouched.
+        from alacop.help import build
+
+        return int(build.main(raw[2:]))
+    args = build_parser().parse_args(raw)
     try:
         result: Any = args.func(args)
     except (ConfigError, AlacopError, Fail) as exc:

@@ -825,6 +825,8 @@ def _human_size(n: int) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    if argv and argv[0] == "--":  # `alacop help build -- --only …` passes the separator through
+        argv = argv[1:]
     parser = argparse.ArgumentParser(
         prog="alacop help build",
         description="Record the help center's video tutorials and take its screenshots in headless Chromium.",
