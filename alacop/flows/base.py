@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
@@ -75,6 +75,65 @@ async def discard_expired(deps: Deps, flow_id: str, kind: str, ctx: RequestConte
         await tx.audit.append(
             AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": kind}), ctx
         )
+
+
+class FlowEnvelope(Protocol):
+    """What every flow carries besides its own fields."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> StrEnum: ...
+    @property
+    def issued_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime: ...
+    @property
+    def csrf_token(self) -> str: ...
+    @property
+    def binding(self) -> str: ...
+    @property
+    def return_to(self) -> str | None: ...
+    @property
+    def messages(self) -> tuple[Message, ...]: ...
+
+
+def to_record(flow: FlowEnvelope, kind: str, payload: dict[str, Any]) -> FlowRecord:
+    """A flow as stored: the shared envelope, and its own fields as JSON (never pickle)."""
+    return FlowRecord(
+        id=flow.id,
+        kind=kind,
+        state=str(flow.state),
+        issued_at=flow.issued_at,
+        expires_at=flow.expires_at,
+        csrf_token=flow.csrf_token,
+        binding=flow.binding,
+        return_to=flow.return_to,
+        payload=dump({**payload, "messages": [m.as_dict() for m in flow.messages]}),
+    )
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def envelope(record: FlowRecord, states: type[E]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shared fields of a stored flow, checked, and its own fields still as JSON data."""
+    data = load(record.payload)
+    try:
+        state = states(record.state)
+    except ValueError as exc:
+        raise FlowInvalid("unknown state") from exc
+    shared = {
+        "id": record.id,
+        "state": state,
+        "issued_at": record.issued_at,
+        "expires_at": record.expires_at,
+        "csrf_token": record.csrf_token,
+        "binding": record.binding,
+        "return_to": record.return_to,
+        "messages": tuple(Message(**m) for m in data.get("messages", [])),
+    }
+    return shared, data
 
 
 def dump(payload: dict[str, Any]) -> str:

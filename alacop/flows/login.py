@@ -54,11 +54,11 @@ from alacop.flows.base import (
     browser_binding,
     check_csrf,
     discard_expired,
-    dump,
-    load,
+    envelope,
     load_record,
     new_csrf,
     new_flow_id,
+    to_record,
 )
 from alacop.methods.factors import FactorRefused, Factors, Failed
 from alacop.methods.password import MAX_PASSWORD_INPUT, PasswordMethod
@@ -123,46 +123,28 @@ class LoginFlow:
         return replace(self, state=to, messages=tuple(messages), **changes)  # type: ignore[arg-type]
 
     def to_record(self) -> FlowRecord:
-        payload = {
-            "identifier": self.identifier,
-            "user_id": self.user_id,
-            "change_reason": self.change_reason,
-            "typed": self.typed,
-            "method_kind": self.method_kind,
-            "factor": self.factor,
-            "amr": list(self.amr),
-            "challenge": self.challenge,
-            "pending_totp": self.pending_totp,
-            "codes_sealed": self.codes_sealed,
-            "messages": [m.as_dict() for m in self.messages],
-        }
-        return FlowRecord(
-            id=self.id,
-            kind=FlowKind.LOGIN,
-            state=self.state,
-            issued_at=self.issued_at,
-            expires_at=self.expires_at,
-            csrf_token=self.csrf_token,
-            binding=self.binding,
-            return_to=self.return_to,
-            payload=dump(payload),
+        return to_record(
+            self,
+            FlowKind.LOGIN,
+            {
+                "identifier": self.identifier,
+                "user_id": self.user_id,
+                "change_reason": self.change_reason,
+                "typed": self.typed,
+                "method_kind": self.method_kind,
+                "factor": self.factor,
+                "amr": list(self.amr),
+                "challenge": self.challenge,
+                "pending_totp": self.pending_totp,
+                "codes_sealed": self.codes_sealed,
+            },
         )
 
     @classmethod
     def from_record(cls, record: FlowRecord) -> LoginFlow:
-        data = load(record.payload)
-        try:
-            state = LoginState(record.state)
-        except ValueError as exc:
-            raise FlowInvalid("unknown state") from exc
+        shared, data = envelope(record, LoginState)
         return cls(
-            id=record.id,
-            state=state,
-            issued_at=record.issued_at,
-            expires_at=record.expires_at,
-            csrf_token=record.csrf_token,
-            binding=record.binding,
-            return_to=record.return_to,
+            **shared,
             identifier=data.get("identifier"),
             user_id=data.get("user_id"),
             change_reason=data.get("change_reason"),
@@ -173,7 +155,6 @@ class LoginFlow:
             challenge=data.get("challenge"),
             pending_totp=data.get("pending_totp"),
             codes_sealed=data.get("codes_sealed"),
-            messages=tuple(Message(**m) for m in data.get("messages", [])),
         )
 
 

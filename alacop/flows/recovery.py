@@ -49,11 +49,11 @@ from alacop.flows.base import (
     browser_binding,
     check_csrf,
     discard_expired,
-    dump,
-    load,
+    envelope,
     load_record,
     new_csrf,
     new_flow_id,
+    to_record,
 )
 from alacop.methods.factors import Factors, Failed, counter_key, recovery_failure
 from alacop.methods.password import MAX_PASSWORD_INPUT, PasswordMethod
@@ -125,45 +125,27 @@ class RecoveryFlow:
         return replace(self, state=to, messages=tuple(messages), **changes)  # type: ignore[arg-type]
 
     def to_record(self) -> FlowRecord:
-        payload = {
-            "identifier": self.identifier,
-            "typed": self.typed,
-            "user_id": self.user_id,
-            "captcha": [self.captcha.nonce, isoformat(self.captcha.issued_at)] if self.captcha else None,
-            "method_kind": self.method_kind,
-            "challenge": self.challenge,
-            "verified": list(self.verified),
-            "needed": self.needed,
-            "messages": [m.as_dict() for m in self.messages],
-        }
-        return FlowRecord(
-            id=self.id,
-            kind=KIND,
-            state=self.state,
-            issued_at=self.issued_at,
-            expires_at=self.expires_at,
-            csrf_token=self.csrf_token,
-            binding=self.binding,
-            return_to=self.return_to,
-            payload=dump(payload),
+        return to_record(
+            self,
+            KIND,
+            {
+                "identifier": self.identifier,
+                "typed": self.typed,
+                "user_id": self.user_id,
+                "captcha": [self.captcha.nonce, isoformat(self.captcha.issued_at)] if self.captcha else None,
+                "method_kind": self.method_kind,
+                "challenge": self.challenge,
+                "verified": list(self.verified),
+                "needed": self.needed,
+            },
         )
 
     @classmethod
     def from_record(cls, record: FlowRecord) -> RecoveryFlow:
-        data = load(record.payload)
-        try:
-            state = RecoveryState(record.state)
-        except ValueError as exc:
-            raise FlowInvalid("unknown state") from exc
+        shared, data = envelope(record, RecoveryState)
         captcha = data.get("captcha")
         return cls(
-            id=record.id,
-            state=state,
-            issued_at=record.issued_at,
-            expires_at=record.expires_at,
-            csrf_token=record.csrf_token,
-            binding=record.binding,
-            return_to=record.return_to,
+            **shared,
             identifier=data.get("identifier"),
             typed=data.get("typed"),
             user_id=data.get("user_id"),
@@ -172,7 +154,6 @@ class RecoveryFlow:
             challenge=data.get("challenge"),
             verified=tuple(data.get("verified", ())),
             needed=int(data.get("needed", 1)),
-            messages=tuple(Message(**m) for m in data.get("messages", [])),
         )
 
 
