@@ -74,6 +74,8 @@ class PageResult:
     name: str
     url: str = ""
     violations: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # WCAG 1.4.10 Reflow: the page may not be wider than the window (axe does not check it).
+    overflow: dict[str, int] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def assert_ok(self) -> None:
@@ -83,6 +85,10 @@ class PageResult:
             if found:
                 failing = True
                 report.append(f" {width}: {len(found)} serious or critical axe violation(s)\n{describe(found)}")
+        for width, extra in self.overflow.items():
+            if extra > 0:
+                failing = True
+                report.append(f" {width}: the page is {extra}px wider than the window (WCAG 1.4.10 Reflow)")
         if self.problems:
             failing = True
             report.append(" the browser reported problems:\n" + "\n".join(f"  {p}" for p in self.problems))
@@ -111,6 +117,9 @@ class Sweep:
             for width, viewport in VIEWPORTS:
                 self.page.set_viewport_size(viewport)
                 result.violations[width] = serious(run_axe(self.page))
+                result.overflow[width] = int(
+                    self.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                )
                 self.page.screenshot(path=str(SWEEP_SCREENSHOTS / f"{name}-{width}.png"), full_page=True)
         finally:
             self.page.set_viewport_size(original)
