@@ -40,6 +40,7 @@ from enum import StrEnum
 from alacop.core import lockout
 from alacop.core.accounts import Role, User
 from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.clock import isoformat
 from alacop.core.context import RequestContext
 from alacop.core.credentials import ENROLLABLE, MethodKind
 from alacop.core.deps import Deps
@@ -110,6 +111,9 @@ class LoginFlow:
     # The second factor: the kind on offer, the one verified, and what the session's amr will say.
     method_kind: str | None = None
     factor: str | None = None
+    # The account that proved `factor`, and the password version the password step saw.
+    factor_user: str | None = None
+    credential_version: str | None = None
     amr: tuple[str, ...] = ()
     # One-use WebAuthn challenge; a TOTP seed and recovery codes in transit, sealed with the portal's key.
     challenge: str | None = None
@@ -122,6 +126,29 @@ class LoginFlow:
             raise FlowInvalid(f"login flow cannot go from {self.state} to {to}")
         return replace(self, state=to, messages=tuple(messages), **changes)  # type: ignore[arg-type]
 
+    def back_to_start(self, *messages: Message, typed: str | None = None) -> LoginFlow:
+        """Back to the identifier step with nothing of the previous account left in the flow.
+
+        Everything proven for one account (a second factor, its amr, pending secrets) goes, so a
+        factor proven by one account can never complete the sign-in of another.
+        """
+        return self.move(
+            LoginState.IDENTIFIER,
+            *messages,
+            identifier=None,
+            user_id=None,
+            change_reason=None,
+            typed=typed,
+            method_kind=None,
+            factor=None,
+            factor_user=None,
+            amr=(),
+            challenge=None,
+            pending_totp=None,
+            codes_sealed=None,
+            credential_version=None,
+        )
+
     def to_record(self) -> FlowRecord:
         return to_record(
             self,
@@ -133,6 +160,8 @@ class LoginFlow:
                 "typed": self.typed,
                 "method_kind": self.method_kind,
                 "factor": self.factor,
+                "factor_user": self.factor_user,
+                "credential_version": self.credential_version,
                 "amr": list(self.amr),
                 "challenge": self.challenge,
                 "pending_totp": self.pending_totp,
@@ -151,6 +180,8 @@ class LoginFlow:
             typed=data.get("typed"),
             method_kind=data.get("method_kind"),
             factor=data.get("factor"),
+            factor_user=data.get("factor_user"),
+            credential_version=data.get("credential_version"),
             amr=tuple(data.get("amr", ())),
             challenge=data.get("challenge"),
             pending_totp=data.get("pending_totp"),
@@ -192,6 +223,14 @@ _FACTOR_MESSAGES = {
         "webauthn_failed", "Your security key could not be verified. Try again, or sign in another way."
     ),
 }
+
+
+SECOND_FACTOR_AMR = frozenset({"otp", "hwk", "swk"})
+
+
+def credential_version(user: User) -> str:
+    """Changes whenever the password does, so a sign-in begun with the old one cannot finish."""
+    return isoformat(user.password_changed_at) if user.password_changed_at else "-"
 
 
 class AccountLockedDuringFlow(Exception):
@@ -299,9 +338,9 @@ class LoginService:
 
     async def change_identifier(self, flow: LoginFlow, csrf: str) -> LoginFlow:
         check_csrf(flow.to_record(), csrf)
-        moved = flow.move(
-            LoginState.IDENTIFIER, identifier=None, user_id=None, change_reason=None, typed=flow.identifier
-        )
+        if flow.state is not LoginState.PASSWORD:
+            raise FlowInvalid("the account can be changed only at the password step")
+        moved = flow.back_to_start(typed=flow.identifier)
         async with self._deps.store.transaction() as tx:
             await tx.flows.save(moved.to_record())
         return moved
@@ -393,11 +432,20 @@ class LoginService:
                 if reason == "temporary"
                 else _msg("password_expired", "Your password is more than a year old. Choose a new one.", "info")
             )
-            moved = flow.move(LoginState.CHANGE_PASSWORD, notice, user_id=user.id, change_reason=reason, amr=("pwd",))
+            moved = flow.move(
+                LoginState.CHANGE_PASSWORD,
+                notice,
+                user_id=user.id,
+                change_reason=reason,
+                amr=("pwd",),
+                credential_version=credential_version(user),
+            )
             async with deps.store.transaction() as tx:
                 await tx.flows.save(moved.to_record())
             return LoginResult(moved)
-        return await self._advance(replace(flow, user_id=user.id, amr=("pwd",)), user, ctx)
+        return await self._advance(
+            replace(flow, user_id=user.id, amr=("pwd",), credential_version=credential_version(user)), user, ctx
+        )
 
     async def _refuse(
         self,
@@ -427,8 +475,13 @@ class LoginService:
         return LoginResult(stayed)
 
     async def _complete(self, flow: LoginFlow, user: User, ctx: RequestContext) -> LoginResult:
-        if flow.factor is None or flow.identifier is None:
-            raise FlowInvalid("a sign-in completes only after a second factor")
+        if flow.factor is None or flow.identifier is None or flow.factor_user != user.id:
+            raise FlowInvalid("a sign-in completes only after this account's second factor")
+        if not SECOND_FACTOR_AMR & set(flow.amr):
+            raise FlowInvalid("no second factor in the authentication methods")
+        if flow.factor != "passkey" and flow.credential_version != credential_version(user):
+            # The password changed (a reset, a methods reset) after this flow checked it.
+            raise FlowInvalid("the account's credentials changed during sign-in")
         now = self._deps.clock.now()
         done = flow.move(LoginState.COMPLETE)
         user = replace(user, last_login_at=now)
@@ -468,17 +521,7 @@ class LoginService:
         try:
             return await self._complete(flow, user, ctx)
         except AccountLockedDuringFlow:
-            return await self._save(
-                flow.move(
-                    LoginState.IDENTIFIER,
-                    self._locked,
-                    identifier=None,
-                    user_id=None,
-                    method_kind=None,
-                    challenge=None,
-                    codes_sealed=None,
-                )
-            )
+            return await self._save(flow.back_to_start(self._locked))
 
     # -- after the password: second factor, enrolment, recovery codes -----------------------------
     async def _user(self, flow: LoginFlow) -> User:
@@ -497,6 +540,8 @@ class LoginService:
 
     async def _advance(self, flow: LoginFlow, user: User, ctx: RequestContext, *messages: Message) -> LoginResult:
         """Take the flow to its next step, given what the account has and what was proven so far."""
+        if flow.factor is not None and flow.factor_user != user.id:
+            raise FlowInvalid("a factor proven for another account")
         methods, codes_left = await self.factors.snapshot(user)
         if flow.factor is None:
             kinds = self.factors.kinds_available(methods, codes_left)
@@ -561,20 +606,11 @@ class LoginService:
         )
         if isinstance(outcome, Failed):
             if outcome.locked:
-                return await self._save(
-                    flow.move(
-                        LoginState.IDENTIFIER,
-                        self._locked,
-                        identifier=None,
-                        user_id=None,
-                        method_kind=None,
-                        challenge=None,
-                    )
-                )
+                return await self._save(flow.back_to_start(self._locked))
             message = _FACTOR_MESSAGES.get(outcome.reason, _FACTOR_MESSAGES["default"])
             # A WebAuthn challenge is single-use, whatever the outcome.
             return await self._save(flow.move(LoginState.SECOND_FACTOR, message, challenge=self._challenge(kind)))
-        verified = replace(flow, factor=str(kind), amr=("pwd", outcome.amr), challenge=None)
+        verified = replace(flow, factor=str(kind), factor_user=user.id, amr=("pwd", outcome.amr), challenge=None)
         return await self._advance(verified, user, ctx)
 
     async def enroll_choose(self, flow: LoginFlow, kind: str, csrf: str) -> LoginFlow:
@@ -615,7 +651,7 @@ class LoginService:
         progressed = replace(flow, method_kind=None, pending_totp=None, challenge=None)
         if progressed.factor is None:
             # Completing enrolment proved possession of the new factor: that is this sign-in's second factor.
-            progressed = replace(progressed, factor=str(method.kind), amr=("pwd", amr))
+            progressed = replace(progressed, factor=str(method.kind), factor_user=user.id, amr=("pwd", amr))
         return await self._advance(progressed, user, ctx, added)
 
     # -- passkey sign-in (policy passkey_sign_in) --------------------------------------------------
@@ -669,7 +705,13 @@ class LoginService:
                 )
             return LoginResult(replace(retry, messages=(refusal,)))
         signed = replace(
-            flow, identifier=identifier, user_id=user.id, factor="passkey", amr=(verified.amr, "user"), challenge=None
+            flow,
+            identifier=identifier,
+            user_id=user.id,
+            factor="passkey",
+            factor_user=user.id,
+            amr=(verified.amr, "user"),
+            challenge=None,
         )
         return await self.complete(signed, user, ctx)
 
@@ -711,13 +753,14 @@ class LoginService:
             assert outcome.problem is not None
             message = _msg(outcome.problem.code, outcome.problem.message)
             if outcome.locked:
-                stayed = flow.move(LoginState.IDENTIFIER, self._locked, identifier=None, user_id=None)
+                stayed = flow.back_to_start(self._locked)
             else:
                 stayed = flow.move(LoginState.CHANGE_PASSWORD, message)
             async with deps.store.transaction() as tx:
                 await tx.flows.save(stayed.to_record())
             return LoginResult(stayed)
-        return await self._advance(flow, outcome.user, ctx)
+        changed = replace(flow, credential_version=credential_version(outcome.user))
+        return await self._advance(changed, outcome.user, ctx)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pyotp
 import pytest
 
 from alacop.core.passwords import PasswordHasher
@@ -398,3 +399,92 @@ def test_housekeeping_purges_only_expired_flows(harness: Harness) -> None:
     gone, kept = harness.run(ids)
     assert gone is None
     assert kept is not None
+
+
+def test_a_factor_proven_for_one_account_never_completes_another(app_factory) -> None:  # type: ignore[no-untyped-def]
+    """The reported bypass: prove your own factor, change identifier, then use the victim's password."""
+    from alacop.core.accounts import Role
+
+    h: Harness = app_factory()
+    h.create_user("victim01", STRONG, role=Role.COORDINATOR)  # one method: below the privileged policy
+    h.create_user("attacker01", STRONG, factor=False)  # no methods: enrolment right after the password
+    page = h.password(h.identifier("attacker01"), STRONG)
+    assert page.template.name == "login/enroll.html"
+    flow = h.flow_of(page)
+    h.client.post(f"/login/enroll/choose?flow={flow.id}", data={"csrf_token": flow.csrf_token, "kind": "totp"})
+    enrol = h.client.get(f"/login?flow={flow.id}")
+    secret = enrol.context["totp_secret"].replace(" ", "")
+    codes_page = h.client.post(
+        f"/login/enroll?flow={flow.id}",
+        data={
+            "csrf_token": flow.csrf_token,
+            "code": pyotp.TOTP(secret).at(h.clock.now()),
+            "credential": "",
+            "name": "mine",
+        },
+    )
+    assert codes_page.template.name == "login/recovery_codes.html"
+    # Going back to the identifier is allowed only at the password step, and it forgets the factor.
+    refused = h.client.post(f"/login/change-identifier?flow={flow.id}", data={"csrf_token": flow.csrf_token})
+    assert refused.status_code == 400
+    assert h.flow_of(h.client.get(f"/login?flow={flow.id}")).state == LoginState.RECOVERY_CODES
+    # A fresh flow for the victim asks for the victim's own second factor.
+    h.client.cookies.clear()
+    victim = h.password(h.identifier("victim01"), STRONG)
+    assert victim.template.name == "login/second_factor.html"
+    assert h.flow_of(victim).factor is None
+
+
+def test_back_to_start_forgets_everything_proven() -> None:
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    flow = LoginFlow(
+        id="f",
+        state=LoginState.SECOND_FACTOR,
+        issued_at=now,
+        expires_at=now,
+        csrf_token="c",
+        binding="b",
+        identifier="a@alacop.gov",
+        user_id="u",
+        factor="totp",
+        factor_user="u",
+        amr=("pwd", "otp"),
+        challenge="x",
+        pending_totp="p",
+        codes_sealed="s",
+        credential_version="v",
+    )
+    fresh = flow.back_to_start()
+    assert fresh.state is LoginState.IDENTIFIER
+    for name in (
+        "identifier",
+        "user_id",
+        "factor",
+        "factor_user",
+        "challenge",
+        "pending_totp",
+        "codes_sealed",
+        "credential_version",
+    ):
+        assert getattr(fresh, name) is None, name
+    assert fresh.amr == ()
+
+
+def test_a_sign_in_begun_before_a_password_reset_cannot_finish(harness: Harness) -> None:
+    from dataclasses import replace
+
+    user = harness.create_user()
+    page = harness.password(harness.identifier("cs0101"), STRONG)
+    assert page.template.name == "login/second_factor.html"
+
+    async def reset() -> None:
+        async with harness.portal.deps.store.transaction() as tx:
+            await tx.users.update(replace(user, password_changed_at=harness.clock.now()))
+
+    harness.clock.advance(timedelta(seconds=1))
+    harness.run(reset)
+    done = harness.finish(page)
+    assert done.status_code == 400
+    assert "alacop_session" not in harness.client.cookies
