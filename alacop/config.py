@@ -271,6 +271,9 @@ def _validate(top: dict[str, Any], branding: dict[str, Any], policy: dict[str, A
         branding=brand,
         policy=policy_from_mapping(policy),
     )
+    if env != "production" and not _is_loopback(parts.hostname or ""):
+        # Test and development modes generate secrets and may accept a CAPTCHA seed: never public.
+        raise ConfigError(f"env: {env} runs only on a loopback public_url; use production for {public_url}")
     if parts.scheme == "http" and not settings.loopback_http and not behind_proxy:
         raise ConfigError(
             "public_url: plain http is allowed only on a loopback address; "

@@ -377,7 +377,7 @@ def test_development_generates_and_reuses_a_private_secret(tmp_path: Path) -> No
     settings = load_settings(
         {
             "ALACOP_ENV": "development",
-            "ALACOP_PUBLIC_URL": "https://dev.example.gov",
+            "ALACOP_PUBLIC_URL": "http://127.0.0.1:8000",
             "ALACOP_DATA_DIR": str(data_dir),
         }
     )
@@ -446,3 +446,10 @@ def test_production_requires_an_smtp_server(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^smtp_host:"):
         ensure_secret(load_settings(base))
     assert ensure_secret(load_settings({**base, "ALACOP_SMTP_HOST": "mail.example.gov"})).smtp_host
+
+
+@pytest.mark.parametrize("env", ["development", "test"])
+def test_non_production_modes_run_only_on_loopback(env: str) -> None:
+    with pytest.raises(ConfigError, match=r"^env:"):
+        load_settings({"ALACOP_ENV": env, "ALACOP_PUBLIC_URL": "https://portal.example.gov"})
+    assert load_settings({"ALACOP_ENV": env, "ALACOP_PUBLIC_URL": "http://localhost:8000"}).env == env

@@ -128,7 +128,16 @@ def test_garbage_session_cookie_is_ignored(harness: Harness) -> None:
 
 
 def test_production_cookies_are_host_prefixed_secure_httponly_lax(app_factory) -> None:  # type: ignore[no-untyped-def]
-    h = app_factory(ALACOP_PUBLIC_URL="https://portal.example.gov", base_url="https://portal.example.gov")
+    from cryptography.fernet import Fernet
+
+    h = app_factory(
+        ALACOP_ENV="production",
+        ALACOP_PUBLIC_URL="https://portal.example.gov",
+        ALACOP_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        ALACOP_SMTP_HOST="127.0.0.1",
+        ALACOP_SMTP_PORT="9",  # nothing listens: notices fail, and are audited, without a mail server
+        base_url="https://portal.example.gov",
+    )
     h.create_user()
     page = h.client.get("/login", follow_redirects=False)
     cookie = page.headers["set-cookie"]

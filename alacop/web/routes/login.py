@@ -222,7 +222,7 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
     old = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
     if old and len(old) <= MAX_TOKEN_LENGTH:
         await p.sessions.end(old, http.context(request), EndReason.ROTATED)
-    target = return_to if return_to and return_to.startswith("/") and not return_to.startswith("//") else "/apps"
+    target = return_to if return_to and _LOCAL_PATH.fullmatch(return_to) else "/apps"
     response = RedirectResponse(target, status_code=303)
     http.set_cookie(request, response, SESSION_COOKIE, token)
     return response
