@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from alacop.core import lockout
+from alacop.core import attempts, lockout
 from alacop.core.accounts import Role, User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.clock import isoformat
@@ -356,10 +356,10 @@ class LoginService:
         deps = self._deps
         async with deps.store.read() as db:
             user = await db.users.by_username(username)
-            throttle = await db.throttles.get(identifier)
         base: dict[str, object] = {"banner_sha256": deps.banner_sha256}
 
-        if lockout.is_locked(throttle):
+        claimed = await attempts.claim(deps, identifier)
+        if claimed is None:
             # Spend the same time as a real check so a locked identifier cannot be told apart.
             await self._password.verify(None, password)
             return await self._refuse(flow, None, identifier, ctx, self._locked, "account_locked", base)
@@ -368,9 +368,7 @@ class LoginService:
         now = deps.clock.now()
         if not ok or user is None:
             async with deps.store.transaction() as tx:
-                throttle = await tx.throttles.get(identifier, for_update=True)
-                updated = lockout.record_failure(throttle, identifier, now, deps.policy)
-                await tx.throttles.put(updated)
+                updated, just_locked = await attempts.settle(tx, claimed, deps)
                 subject = user.id if user else None
                 agency = user.agency_id if user else None
                 await tx.audit.append(
@@ -385,7 +383,6 @@ class LoginService:
                     ),
                     ctx,
                 )
-                just_locked = updated.locked_at is not None and not lockout.is_locked(throttle)
                 if just_locked:
                     await tx.audit.append(
                         AuditEvent(
@@ -406,6 +403,7 @@ class LoginService:
                 await notify(deps, user, "account_locked", ctx)
             return LoginResult(stayed)
 
+        await attempts.release(deps, claimed)
         if not user.active:
             return await self._refuse(flow, user, identifier, ctx, self._disabled, "account_disabled", base)
 

@@ -10,8 +10,9 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from alacop.core import lockout
+from alacop.core import attempts, lockout
 from alacop.core.accounts import Role, User
+from alacop.core.attempts import Claim
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.credentials import ENROLLABLE, AuthMethod, MethodKind, meets_policy, required_methods
@@ -59,13 +60,23 @@ def counter_key(identifier: str, purpose: str) -> str:
 
 
 async def recovery_failure(
-    deps: Deps, key: str, reason: str, ctx: RequestContext, *, user: User | None, kind: str = ""
+    deps: Deps,
+    key: str,
+    reason: str,
+    ctx: RequestContext,
+    *,
+    user: User | None,
+    kind: str = "",
+    claimed: Claim | None = None,
 ) -> Failed:
     """One failed recovery verification, counted per account whether or not the account exists."""
     now = deps.clock.now()
     async with deps.store.transaction() as tx:
-        updated = lockout.record_failure(await tx.throttles.get(key, for_update=True), key, now, deps.policy)
-        await tx.throttles.put(updated)
+        if claimed is not None:
+            updated, _ = await attempts.settle(tx, claimed, deps)
+        else:
+            updated = lockout.record_failure(await tx.throttles.get(key, for_update=True), key, now, deps.policy)
+            await tx.throttles.put(updated)
         subject = key.removeprefix("recover:")
         await tx.audit.append(
             AuditEvent(
@@ -257,10 +268,32 @@ class Factors:
         deps = self._deps
         identifier = counter_key(f"{user.username}@{deps.domain}", purpose)
         async with deps.store.read() as db:
-            throttle = await db.throttles.get(identifier)
             methods = list(await db.methods.for_user(user.id))
-        if lockout.is_locked(throttle):
+        claimed = await attempts.claim(deps, identifier)
+        if claimed is None:
             return Failed("account_locked", locked=True)
+        outcome = await self._check(
+            user, kind, methods, ctx=ctx, purpose=purpose, code=code, credential=credential, challenge=challenge
+        )
+        if isinstance(outcome, Verified):
+            await attempts.release(deps, claimed)
+            return outcome
+        return await self._failed(user, claimed, kind, outcome, purpose, ctx)
+
+    async def _check(
+        self,
+        user: User,
+        kind: MethodKind,
+        methods: list[AuthMethod],
+        *,
+        ctx: RequestContext,
+        purpose: str,
+        code: str,
+        credential: str,
+        challenge: str,
+    ) -> Verified | str:
+        """The verified factor, or the reason it failed."""
+        deps = self._deps
         now = deps.clock.now()
         reason = "method_unavailable"
         if kind is MethodKind.TOTP:
@@ -303,7 +336,7 @@ class Factors:
                 # NIST 800-63B rev 4: the holder hears of every use of a recovery secret.
                 await notify(deps, user, "recovery_code_used", ctx, detail=str(left))
                 return Verified(None, kind, recovery_codes.AMR)
-        return await self._failed(user, identifier, kind, reason, purpose, ctx)
+        return reason
 
     async def _verify_webauthn(
         self,
@@ -345,16 +378,14 @@ class Factors:
         return Verified(method, MethodKind.WEBAUTHN, webauthn.amr_for(method))
 
     async def _failed(
-        self, user: User, identifier: str, kind: MethodKind, reason: str, purpose: str, ctx: RequestContext
+        self, user: User, claimed: Claim, kind: MethodKind, reason: str, purpose: str, ctx: RequestContext
     ) -> Failed:
         if purpose == "recovery":
-            return await recovery_failure(self._deps, identifier, reason, ctx, user=user, kind=str(kind))
-        now = self._deps.clock.now()
-        async with self._deps.store.transaction() as tx:
-            updated = lockout.record_failure(
-                await tx.throttles.get(identifier, for_update=True), identifier, now, self._deps.policy
+            return await recovery_failure(
+                self._deps, claimed.key, reason, ctx, user=user, kind=str(kind), claimed=claimed
             )
-            await tx.throttles.put(updated)
+        async with self._deps.store.transaction() as tx:
+            updated, locked = await attempts.settle(tx, claimed, self._deps)
             await tx.audit.append(
                 self._event(
                     EventType.SECOND_FACTOR_FAILED,
@@ -367,12 +398,11 @@ class Factors:
                 ),
                 ctx,
             )
-            locked = updated.locked_at is not None
             if locked:
                 await tx.audit.append(
                     self._event(EventType.ACCOUNT_LOCKED, Outcome.INFO, "too_many_failures", user), ctx
                 )
-                await tx.sessions.end_all_for_user(user.id, now, EndReason.LOCKED)
+                await tx.sessions.end_all_for_user(user.id, self._deps.clock.now(), EndReason.LOCKED)
         if locked:
             await notify(self._deps, user, "account_locked", ctx)
         return Failed(reason, locked=locked)

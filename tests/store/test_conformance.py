@@ -253,3 +253,46 @@ async def test_parallel_failures_are_all_counted(database_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_parallel_attempts_claim_no_more_than_the_threshold(database_url: str) -> None:
+    """However many guesses arrive at once, at most `lockout_threshold` are checked (CJIS AC-7)."""
+    from alacop.core import attempts
+    from alacop.core.deps import Deps
+    from alacop.policy.cjis import Policy
+
+    stores = [SqlStore.open(database_url, AuditChain(None), FrozenClock(T0)) for _ in range(4)]
+
+    def deps_for(store: SqlStore) -> Deps:
+        return Deps(
+            store=store,
+            clock=FrozenClock(T0),
+            policy=Policy(),
+            hasher=None,
+            banned=None,  # type: ignore[arg-type]
+            limiter=None,
+            domain="alacop.gov",
+            banner_sha256="",
+            box=None,
+            mailer=None,  # type: ignore[arg-type]
+            captcha=None,
+        )  # type: ignore[arg-type]
+
+    try:
+        claims = await asyncio.gather(
+            *(attempts.claim(deps_for(stores[i % 4]), "cs0101@alacop.gov") for i in range(20))
+        )
+        granted = [c for c in claims if c is not None]
+        assert len(granted) == 5
+        # A success gives its provisional failure back: one more guess may be checked.
+        await attempts.release(deps_for(stores[0]), granted[0])
+        assert await attempts.claim(deps_for(stores[1]), "cs0101@alacop.gov") is not None
+        assert await attempts.claim(deps_for(stores[2]), "cs0101@alacop.gov") is None
+        # Failures settle: the threshold reached, the identifier locks.
+        async with stores[0].transaction() as tx:
+            updated, locked = await attempts.settle(tx, granted[1], deps_for(stores[0]))
+        assert locked
+        assert updated.locked_at == T0
+    finally:
+        for s in stores:
+            await s.close()
