@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
-from alacop.core import lockout
+from alacop.core import attempts, lockout
 from alacop.core.accounts import Role, User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.captcha import Challenge
@@ -454,14 +454,15 @@ class RecoveryService:
             raise FlowInvalid("unlock out of turn")
         user = await self._verified_user(flow)
         key = counter_key(flow.identifier, "recovery")
-        async with self._deps.store.read() as db:
-            recovery_locked = lockout.is_locked(await db.throttles.get(key))
-        if recovery_locked:
+        claimed = await attempts.claim(self._deps, key)
+        if claimed is None:
             # Past the verify step the password is still a secret to guess: the same limit holds.
             await self._password.verify(None, password[:MAX_PASSWORD_INPUT])
             return await self._save(flow.move(RecoveryState.UNLOCK, TOO_MANY))
         if not await self._password.verify(user, password[:MAX_PASSWORD_INPUT]):
-            failed = await recovery_failure(self._deps, key, "current_password_wrong", ctx, user=user, kind="password")
+            failed = await recovery_failure(
+                self._deps, key, "current_password_wrong", ctx, user=user, kind="password", claimed=claimed
+            )
             message = (
                 TOO_MANY
                 if failed.locked

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from alacop.core import lockout
+from alacop.core import attempts
 from alacop.core.accounts import User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
@@ -98,18 +98,15 @@ class PasswordMethod:
         deps = self._deps
         identifier = f"{user.username}@{deps.domain}"
         current, new, confirm = (v[:MAX_PASSWORD_INPUT] for v in (current, new, confirm))
-        async with deps.store.read() as db:
-            throttle = await db.throttles.get(identifier)
-        if lockout.is_locked(throttle):
+        claimed = await attempts.claim(deps, identifier)
+        if claimed is None:
             await self.verify(None, current)
             return ChangeOutcome(problem=LOCKED, locked=True)
         failed = EventType.PASSWORD_CHANGE_FAILED
         if not await self.verify(user, current):
             now = deps.clock.now()
             async with deps.store.transaction() as tx:
-                locked_row = await tx.throttles.get(identifier, for_update=True)
-                updated = lockout.record_failure(locked_row, identifier, now, deps.policy)
-                await tx.throttles.put(updated)
+                updated, _ = await attempts.settle(tx, claimed, deps)
                 await tx.audit.append(
                     self._event(
                         failed,
@@ -133,6 +130,7 @@ class PasswordMethod:
                 ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.LOCKED)
             await notify(deps, user, "account_locked", ctx)
             return ChangeOutcome(problem=LOCKED, locked=True, sessions_ended=ended)
+        await attempts.release(deps, claimed)
         problem = self.problem(user, new, confirm)
         if problem is None and new == current:
             problem = REUSED

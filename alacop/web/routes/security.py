@@ -13,7 +13,7 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from alacop.core import lockout
+from alacop.core import attempts
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.credentials import ENROLLABLE, MethodKind
 from alacop.core.errors import CsrfFailed, FlowExpired, FlowInvalid
@@ -360,15 +360,17 @@ async def reauth_submit(request: Request) -> Response:
     identifier = f"{who.user.username}@{p.deps.domain}"
     ctx = http.context(request)
     now = p.deps.clock.now()
-    async with p.deps.store.read() as db:
-        throttle = await db.throttles.get(identifier)
-    ok = not lockout.is_locked(throttle) and await method.verify(who.user, values.get("password", "")[:1024])
-    if not ok:
+    password = values.get("password", "")[:1024]
+    claimed = await attempts.claim(p.deps, identifier)
+    if claimed is None:
+        # Locked, or its guesses all in flight: this session goes like every other of the account.
+        await method.verify(None, password)
+        response = RedirectResponse("/login", status_code=303)
+        http.clear_cookie(request, response, SESSION_COOKIE)
+        return response
+    if not await method.verify(who.user, password):
         async with p.deps.store.transaction() as tx:
-            updated = lockout.record_failure(
-                await tx.throttles.get(identifier, for_update=True), identifier, now, p.settings.policy
-            )
-            await tx.throttles.put(updated)
+            updated, _ = await attempts.settle(tx, claimed, p.deps)
             await tx.audit.append(
                 AuditEvent(
                     EventType.REAUTHENTICATION_FAILED,
@@ -402,6 +404,7 @@ async def reauth_submit(request: Request) -> Response:
             http.clear_cookie(request, response, SESSION_COOKIE)
             return response
         return await reauth_page(request, (Message("current_password_wrong", "Your password is incorrect."),))
+    await attempts.release(p.deps, claimed)
     async with p.deps.store.transaction() as tx:
         await tx.sessions.reauthenticated(who.session.id_hash, now)
         await tx.audit.append(
