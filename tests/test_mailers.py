@@ -14,8 +14,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from alacop.config import load_settings
 from alacop.core.mail import Mail, compose
+from alacop.help.build import free_port
 from alacop.mailers import OutboxMailer, SmtpMailer, build_mailer
-from tests.test_notifications import Inbox, _free_port
+from tests.test_notifications import Inbox
 
 MAIL = compose(
     "method_added",
@@ -41,7 +42,7 @@ class Authenticator:
 
 @pytest.fixture
 def server() -> Iterator[tuple[Inbox, int, Authenticator]]:
-    inbox, auth, port = Inbox(), Authenticator(), _free_port()
+    inbox, auth, port = Inbox(), Authenticator(), free_port()
     controller = Controller(
         inbox, hostname="127.0.0.1", port=port, authenticator=auth, auth_require_tls=False, auth_required=False
     )
@@ -104,7 +105,7 @@ async def test_starttls_required_never_falls_back_to_plain_text(server: tuple[In
 
 async def test_smtp_mailer_raises_when_the_server_is_down() -> None:
     with pytest.raises(OSError):
-        await SmtpMailer("127.0.0.1", _free_port(), sender="no-reply@alacop.gov", starttls=False).send(MAIL)
+        await SmtpMailer("127.0.0.1", free_port(), sender="no-reply@alacop.gov", starttls=False).send(MAIL)
 
 
 async def test_outbox_mailer_writes_one_eml_per_message(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,6 +18,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from alacop.core.accounts import User
+from alacop.help.build import free_port
 from tests.conftest import STRONG, Harness
 
 NEW = "a brand new passphrase 42"
@@ -43,16 +43,10 @@ class Inbox:
         ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
     inbox = Inbox()
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -289,7 +283,7 @@ def test_account_locked_notice_after_five_wrong_passwords_at_reauth(mailed: tupl
 
 # -- failures ----------------------------------------------------------------------------------------
 def test_smtp_down_the_change_still_succeeds_and_the_failure_is_audited(app_factory: Callable[..., Harness]) -> None:
-    h = app_factory(ALACOP_SMTP_HOST="127.0.0.1", ALACOP_SMTP_PORT=_free_port(), ALACOP_SMTP_STARTTLS="false")
+    h = app_factory(ALACOP_SMTP_HOST="127.0.0.1", ALACOP_SMTP_PORT=free_port(), ALACOP_SMTP_STARTTLS="false")
     user = h.create_user()
     h.sign_in()
     _add_totp(h, "Work phone")

@@ -123,19 +123,32 @@ class BuildError(Exception):
 
 
 # -- portals ----------------------------------------------------------------------------------------
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing is listening on (the portal and the test servers share this)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether the portal at `url` answers /healthz with 200."""
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - loopback http only
             return bool(resp.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """End a process this code started, by its own handle: terminate, then kill if it will not go."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @dataclass
@@ -169,19 +182,13 @@ class Portal:
         return Account(username=username, password=password)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
 
 @contextmanager
 def run_portal(workdir: Path, name: str, **extra_env: str) -> Iterator[Portal]:
     """Start `alacop demo` on a free port; wait for /healthz; stop it by its own PID afterwards."""
-    port = _free_port()
+    port = free_port()
     url = f"http://localhost:{port}"
     data_dir = workdir / f"portal-{name}"
     data_dir.mkdir()
@@ -195,7 +202,7 @@ def run_portal(workdir: Path, name: str, **extra_env: str) -> Iterator[Portal]:
     portal = Portal(name=name, url=url, data_dir=data_dir, env=env, proc=proc, log_path=log_path)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not _healthy(f"http://127.0.0.1:{port}"):
+        while not healthy(f"http://127.0.0.1:{port}"):
             if proc.poll() is not None:
                 raise BuildError(f"`alacop demo` ({name}) exited with {proc.returncode}; see {log_path}")
             if time.monotonic() > deadline:

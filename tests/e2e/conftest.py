@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,34 +21,11 @@ from typing import Any
 
 import pytest
 
+from alacop.help.build import free_port, healthy, stop_process
+
 from .support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, Portal, watch
 
 STARTUP_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as resp:  # noqa: S310 - loopback http only
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @contextmanager
@@ -60,7 +34,7 @@ def _run_portal(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_env
 
     The browser uses http://localhost:<port>: WebAuthn accepts localhost as a relying party, never an IP.
     """
-    port = _free_port()
+    port = free_port()
     url = f"http://localhost:{port}"
     health_url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path_factory.mktemp(f"alacop-e2e-{name}")
@@ -72,14 +46,14 @@ def _run_portal(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_env
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not _healthy(health_url):
+            while not healthy(health_url):
                 if proc.poll() is not None:
                     pytest.fail(
                         f"`alacop demo` exited with {proc.returncode} before answering /healthz:\n"
                         f"{log_path.read_text(errors='replace')}"
                     )
                 if time.monotonic() > deadline:
-                    _stop(proc)
+                    stop_process(proc)
                     pytest.fail(
                         f"`alacop demo` did not answer {health_url}/healthz within {STARTUP_TIMEOUT:.0f}s:\n"
                         f"{log_path.read_text(errors='replace')}"
@@ -87,7 +61,7 @@ def _run_portal(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_env
                 time.sleep(0.2)
             yield Portal(url=url, data_dir=data_dir, env=env)
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
 @pytest.fixture(scope="session")
