@@ -9,9 +9,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from alacop.core.clock import isoformat
 from alacop.core.context import RequestContext
+
+if TYPE_CHECKING:
+    from alacop.core.accounts import User
 
 
 class EventType(StrEnum):
@@ -84,6 +88,22 @@ class AuditEvent:
     subject_name: str | None = None
     agency_id: str | None = None
     details: Mapping[str, object] = field(default_factory=dict)
+
+
+def own_event(
+    event_type: EventType, outcome: Outcome, reason: str, user: User, domain: str, details: Mapping[str, object]
+) -> AuditEvent:
+    """An event a signed-in user caused on their own account: they are both actor and subject."""
+    return AuditEvent(
+        event_type,
+        outcome,
+        reason,
+        actor_id=user.id,
+        subject_id=user.id,
+        subject_name=f"{user.username}@{domain}",
+        agency_id=user.agency_id,
+        details=details,
+    )
 
 
 @dataclass(frozen=True, slots=True)

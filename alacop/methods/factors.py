@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from alacop.core import attempts, lockout
 from alacop.core.accounts import Role, User
 from alacop.core.attempts import Claim
-from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.audit import AuditEvent, EventType, Outcome, own_event
 from alacop.core.context import RequestContext
 from alacop.core.credentials import ENROLLABLE, AuthMethod, MethodKind, meets_policy, required_methods
 from alacop.core.deps import Deps
@@ -503,13 +503,4 @@ class Factors:
     ) -> AuditEvent:
         if method is not None:
             details = {"method_id": method.id, "kind": str(method.kind), "name": method.name, **details}
-        return AuditEvent(
-            event_type,
-            outcome,
-            reason,
-            actor_id=user.id,
-            subject_id=user.id,
-            subject_name=f"{user.username}@{self._deps.domain}",
-            agency_id=user.agency_id,
-            details=details,
-        )
+        return own_event(event_type, outcome, reason, user, self._deps.domain, details)

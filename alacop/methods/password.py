@@ -7,7 +7,7 @@ from datetime import datetime
 
 from alacop.core import attempts
 from alacop.core.accounts import User
-from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.audit import AuditEvent, EventType, Outcome, own_event
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.notify import notify
@@ -69,16 +69,7 @@ class PasswordMethod:
         return None
 
     def _event(self, kind: EventType, outcome: Outcome, reason: str, user: User, **details: object) -> AuditEvent:
-        return AuditEvent(
-            kind,
-            outcome,
-            reason,
-            actor_id=user.id,
-            subject_id=user.id,
-            subject_name=f"{user.username}@{self._deps.domain}",
-            agency_id=user.agency_id,
-            details=details,
-        )
+        return own_event(kind, outcome, reason, user, self._deps.domain, details)
 
     async def change(
         self,
