@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from alacop.help.build import free_port, healthy, stop_process
+from alacop.help.build import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, stop_process
 
-from .support import CHROMIUM, CHROMIUM_ARGS, DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, Portal, watch
+from .support import DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, Portal, watch
 
 STARTUP_TIMEOUT = 30.0
 
