@@ -7,6 +7,7 @@ Unreachable PostgreSQL skips those cases locally and fails them under CI=true.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from alacop.core.passwords import PasswordHasher
 from alacop.store.database import migrate
 from alacop.store.ratelimit import MemoryRateLimiter
 from alacop.web.app import Portal, create_app
+from alacop.web.routes.login import SESSION_COOKIE
 
 T = TypeVar("T")
 PG_URL = os.environ.get("ALACOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -44,6 +46,12 @@ TABLES = ("audit_events", "sessions", "flows", "login_throttles", "users", "agen
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Browser tests go last: Playwright's sync API keeps an event loop running in this thread.
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+def audit_details(record: Any) -> dict[str, Any]:
+    """An audit record's details, decoded."""
+    decoded: dict[str, Any] = json.loads(record.details)
+    return decoded
 
 
 def run_async(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -223,6 +231,14 @@ class Harness:
 
     def audit_types(self) -> list[str]:
         return [r.type for r in self.audit()]
+
+    def events(self, kind: str) -> list[Any]:
+        """The audit records of one type, oldest first."""
+        return [r for r in self.audit() if r.type == kind]
+
+    def forget_session(self) -> None:
+        """Drop the session cookie, as a browser would on closing; the server-side session stays."""
+        self.client.cookies.delete(SESSION_COOKIE)
 
     # -- the sign-in flow, step by step --
     def start(self) -> Any:

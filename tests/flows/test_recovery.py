@@ -15,16 +15,14 @@ import pyotp
 import pytest
 
 from alacop.core.accounts import Role, User, UserStatus
-from alacop.core.audit import AuditRecord
 from alacop.core.captcha import ALPHABET, answer_for
 from alacop.core.context import RequestContext
 from alacop.core.directory import Directory
-from tests.conftest import STRONG, Harness
+from tests.conftest import STRONG, Harness, audit_details
 from tests.support.authenticator import SoftwareAuthenticator, b64url
 
 SEED = "seed"
 NEW_PASSWORD = "a fresh long passphrase 9"
-SESSION = "alacop_session"
 GENERIC = ["recovery_not_verified"]
 LOCKED = ["recovery_locked"]
 
@@ -151,19 +149,6 @@ def _options(page: Any) -> dict[str, Any]:
     return options
 
 
-def _events(h: Harness, kind: str) -> list[AuditRecord]:
-    return [r for r in h.audit() if r.type == kind]
-
-
-def _details(record: AuditRecord) -> dict[str, Any]:
-    details: dict[str, Any] = json.loads(record.details)
-    return details
-
-
-def _sign_out(h: Harness) -> None:
-    h.client.cookies.delete(SESSION)
-
-
 def _signed_in(h: Harness) -> bool:
     return bool(h.client.get("/apps").url.path == "/apps")
 
@@ -190,7 +175,7 @@ def _add_key(h: Harness, key: SoftwareAuthenticator, username: str = "cs0101") -
             follow_redirects=False,
         )
         assert done.headers["location"] == "/account/security?done=method_added"
-    _sign_out(h)
+    h.forget_session()
 
 
 def _throttle(h: Harness, key: str) -> Any:
@@ -296,7 +281,7 @@ def test_wrong_captcha_is_refused_audited_and_replaced(h: Harness) -> None:
     assert refused.context["captcha_nonce"] != old
     assert _flow(refused).typed == "cs0101"
     assert 'value="cs0101"' in refused.text
-    [failed] = _events(h, "CaptchaFailed")
+    [failed] = h.events("CaptchaFailed")
     assert failed.reason == "captcha_wrong"
     assert "RecoveryStarted" not in h.audit_types()
     # The old picture is gone with its nonce.
@@ -305,11 +290,11 @@ def test_wrong_captcha_is_refused_audited_and_replaced(h: Harness) -> None:
     # The old nonce's correct answer is spent: it does not pass against the new challenge.
     replay = _identify(h, "cs0101", refused, answer_for(SEED.encode(), old))
     assert _ids(replay) == ["captcha_wrong"]
-    assert len(_events(h, "CaptchaFailed")) == 2
+    assert len(h.events("CaptchaFailed")) == 2
 
     accepted = _identify(h, "cs0101", replay)
     assert _template(accepted) == "recover/verify.html"
-    assert _events(h, "RecoveryStarted")
+    assert h.events("RecoveryStarted")
 
 
 def test_a_correct_captcha_is_spent_by_its_submission(h: Harness) -> None:
@@ -405,7 +390,7 @@ def test_forgot_password_with_each_method(app_factory: App, method: str) -> None
     else:
         chosen = _code(h, _method(h, page, "recovery_code"), h.recovery_codes[0])
     assert _template(chosen) == "recover/choose.html", chosen.context.get("message_ids")
-    [verified] = _events(h, "RecoveryVerified")
+    [verified] = h.events("RecoveryVerified")
     assert verified.reason == method
 
     form = _post(h, "/recover/choose", chosen, action="reset")
@@ -420,7 +405,7 @@ def test_forgot_password_with_each_method(app_factory: App, method: str) -> None
         refused = _reset(h, form, new, confirm)
         assert _template(refused) == "recover/new_password.html"
         assert _ids(refused) == [problem]
-    assert [r.reason for r in _events(h, "PasswordChangeFailed")] == [
+    assert [r.reason for r in h.events("PasswordChangeFailed")] == [
         "password_too_short",
         "password_banned",
         "password_mismatch",
@@ -445,11 +430,11 @@ def test_forgot_password_with_each_method(app_factory: App, method: str) -> None
     types = h.audit_types()
     order = [types.index(t) for t in ("RecoveryStarted", "RecoveryVerified", "PasswordReset")]
     assert order == sorted(order)
-    [reset] = _events(h, "PasswordReset")
+    [reset] = h.events("PasswordReset")
     assert reset.reason == "self_service_recovery"
     assert reset.subject_id == user.id
-    assert _details(reset)["sessions_ended"] >= 1
-    assert _details(reset)["methods_verified"] == [method]
+    assert audit_details(reset)["sessions_ended"] >= 1
+    assert audit_details(reset)["methods_verified"] == [method]
 
     resets = [m for m in _mail(h) if "password was reset" in str(m["Subject"])]
     assert len(resets) == 1
@@ -470,7 +455,7 @@ def test_finished_flow_cannot_reset_again(h: Harness) -> None:
     unlock = _post(h, "/recover/unlock", form, password=NEW_PASSWORD)
     assert unlock.status_code == 400
     assert _post(h, "/recover/choose", form, action="reset").status_code == 400
-    assert len(_events(h, "PasswordReset")) == 1
+    assert len(h.events("PasswordReset")) == 1
     assert h.sign_in("cs0101", "another fresh passphrase 3").url.path != "/apps"
     assert h.sign_in("cs0101", NEW_PASSWORD).url.path == "/apps"
     # Reloading the finished flow shows the done page, not a form.
@@ -483,7 +468,7 @@ def test_recovery_code_verification_spends_the_code(h: Harness) -> None:
     page = _code(h, _method(h, _to_verify(h), "recovery_code"), code)
     assert _template(page) == "recover/choose.html"
     assert _unused_codes(h, user) == 9
-    [used] = _events(h, "RecoveryCodeUsed")
+    [used] = h.events("RecoveryCodeUsed")
     assert used.reason == "recovery"
     assert any("recovery code was used" in s for s in _subjects(h))
 
@@ -513,17 +498,17 @@ def test_unlock_with_known_password(h: Harness) -> None:
     assert _ids(wrong) == ["current_password_wrong"]
     assert "AccountUnlocked" not in h.audit_types()
     assert _ids(h.sign_in()) == ["account_locked"]
-    [failed] = _events(h, "RecoveryVerificationFailed")
-    assert (failed.reason, _details(failed)["kind"]) == ("current_password_wrong", "password")
+    [failed] = h.events("RecoveryVerificationFailed")
+    assert (failed.reason, audit_details(failed)["kind"]) == ("current_password_wrong", "password")
 
     done = _post(h, "/recover/unlock", wrong, password=STRONG)
     assert _template(done) == "recover/done.html"
     assert _ids(done) == ["account_unlocked"]
-    [unlocked] = _events(h, "AccountUnlocked")
+    [unlocked] = h.events("AccountUnlocked")
     assert unlocked.reason == "self_service_recovery"
     assert unlocked.subject_id == user.id
-    assert _details(unlocked)["before"] == {"locked": True}
-    assert _details(unlocked)["after"] == {"locked": False}
+    assert audit_details(unlocked)["before"] == {"locked": True}
+    assert audit_details(unlocked)["after"] == {"locked": False}
     assert "PasswordReset" not in h.audit_types()
     assert _throttle(h, "recover:cs0101@alacop.gov") is None
     assert h.sign_in().url.path == "/apps"
@@ -539,7 +524,7 @@ def test_wrong_passwords_at_unlock_count_toward_the_recovery_limit(h: Harness) -
     page = _post(h, "/recover/unlock", page, password="wrong guess 5")
     assert _ids(page) == LOCKED
     assert _template(page) == "recover/unlock.html"
-    assert len(_events(h, "RecoveryLocked")) == 1
+    assert len(h.events("RecoveryLocked")) == 1
     # A new recovery attempt meets the lock at verify.
     assert _ids(_totp(h, _to_verify(h))) == LOCKED
 
@@ -575,9 +560,9 @@ def test_privileged_accounts_verify_two_methods_of_different_kinds(h: Harness, r
 
     second = _key_answer(h, first, key)
     assert _template(second) == "recover/choose.html", second.context.get("message_ids")
-    verified = _events(h, "RecoveryVerified")
+    verified = h.events("RecoveryVerified")
     assert [r.reason for r in verified] == ["totp", "webauthn"]
-    assert _details(verified[-1])["needed"] == 2
+    assert audit_details(verified[-1])["needed"] == 2
     done = _reset(h, _post(h, "/recover/choose", second, action="reset"))
     assert _ids(done) == ["password_reset"]
 
@@ -595,7 +580,7 @@ def test_privileged_account_cannot_count_one_method_twice(h: Harness) -> None:
     assert _ids(page) == GENERIC
     assert _flow(page).verified == ("totp",)
     assert _post(h, "/recover/choose", page, action="reset").status_code == 400
-    assert [r.reason for r in _events(h, "RecoveryVerified")] == ["totp"]
+    assert [r.reason for r in h.events("RecoveryVerified")] == ["totp"]
 
 
 def test_second_method_page_offers_a_usable_key_prompt(h: Harness) -> None:
@@ -678,7 +663,7 @@ def test_every_account_meets_the_same_steps_and_the_same_failure(h: Harness) -> 
             assert mine == theirs, (name, i)
     failures = [t for t in reference if len(t) == 7 and t[2]]
     assert [t[2] for t in failures] == [tuple(GENERIC)] * 3
-    assert len(_events(h, "RecoveryVerificationFailed")) == 15
+    assert len(h.events("RecoveryVerificationFailed")) == 15
     assert "RecoveryVerified" not in h.audit_types()
 
     # One stand-in credential each, shaped alike, distinct per account name.
@@ -746,7 +731,7 @@ def test_five_failures_lock_recovery_for_real_and_missing_accounts_alike(h: Harn
         last[name] = page
     assert _ids(last["cs0101"]) == _ids(last["nobody77"])
     assert last["cs0101"].status_code == last["nobody77"].status_code == 200
-    assert len(_events(h, "RecoveryLocked")) == 2
+    assert len(h.events("RecoveryLocked")) == 2
 
     # Locked: even the right code, in this flow or a new one, and even a recovery code.
     assert _ids(_totp(h, last["cs0101"])) == LOCKED
@@ -758,7 +743,7 @@ def test_five_failures_lock_recovery_for_real_and_missing_accounts_alike(h: Harn
     # The recovery counter is not the sign-in lock.
     assert _throttle(h, "cs0101@alacop.gov") is None
     assert h.sign_in().url.path == "/apps"
-    _sign_out(h)
+    h.forget_session()
 
     # `alacop users unlock` releases it.
     h.run(Directory(h.portal.deps).unlock, "cs0101", RequestContext.system("test"))

@@ -10,12 +10,11 @@ import pyotp
 import pytest
 
 from alacop.core.accounts import Role, User
-from alacop.core.audit import AuditRecord
 from alacop.core.credentials import AuthMethod, MethodKind
 from alacop.core.sessions import Session
 from alacop.core.tokens import new_token, token_hash
 from alacop.methods import webauthn
-from tests.conftest import STRONG, Harness
+from tests.conftest import STRONG, Harness, audit_details
 from tests.support.authenticator import SoftwareAuthenticator
 
 NEW_PASSWORD = "a fresh long passphrase 9"
@@ -60,19 +59,6 @@ def _unused_codes(h: Harness, user_id: str) -> int:
             return len(await db.recovery_codes.unused_for_user(user_id))
 
     return h.run(go)
-
-
-def _events(h: Harness, kind: str) -> list[AuditRecord]:
-    return [r for r in h.audit() if r.type == kind]
-
-
-def _details(record: AuditRecord) -> dict[str, Any]:
-    details: dict[str, Any] = json.loads(record.details)
-    return details
-
-
-def _sign_out(h: Harness) -> None:
-    h.client.cookies.delete(COOKIE)
 
 
 def _to_second_factor(h: Harness, username: str = "cs0101", password: str = STRONG) -> Any:
@@ -132,7 +118,7 @@ def _user_with_key(h: Harness, key: SoftwareAuthenticator) -> User:
     """An account whose only method is a security key, enrolled at its first sign-in."""
     user, page = _first_sign_in(h)
     assert _acknowledge(h, _enrol_key(h, page, key)).url.path == "/apps"
-    _sign_out(h)
+    h.forget_session()
     return user
 
 
@@ -148,8 +134,8 @@ def test_first_sign_in_enrols_an_authenticator_app(harness: Harness) -> None:
     refused = _post(harness, "/login/enroll", page, code=_wrong_totp(harness, secret), credential="", name="")
     assert _template(refused) == "login/enroll.html"
     assert refused.context["message_ids"] == ["totp_enrol_code_wrong"]
-    failed = _events(harness, "MethodEnrolmentFailed")
-    assert [(r.reason, _details(r)["kind"]) for r in failed] == [("code_wrong", "totp")]
+    failed = harness.events("MethodEnrolmentFailed")
+    assert [(r.reason, audit_details(r)["kind"]) for r in failed] == [("code_wrong", "totp")]
     assert _methods(harness, user.id) == []
     assert COOKIE not in harness.client.cookies
 
@@ -182,7 +168,7 @@ def test_first_sign_in_enrols_an_authenticator_app(harness: Harness) -> None:
     types = harness.audit_types()
     order = [types.index(t) for t in ("MethodAdded", "RecoveryCodesGenerated", "LoginSucceeded", "SessionStarted")]
     assert order == sorted(order)
-    assert _details(_events(harness, "RecoveryCodesGenerated")[0])["codes"] == 10
+    assert audit_details(harness.events("RecoveryCodesGenerated")[0])["codes"] == 10
     [method] = _methods(harness, user.id)
     assert (method.kind, method.name) == (MethodKind.TOTP, "Phone")
 
@@ -200,7 +186,7 @@ def test_first_sign_in_enrols_a_security_key(harness: Harness) -> None:
     phished = key.register(choose.context["webauthn_options"], "https://alacop.evil.example")
     refused = _post(harness, "/login/enroll", choose, code="", credential=phished, name="")
     assert refused.context["message_ids"] == ["webauthn_enrol_failed"]
-    assert [r.reason for r in _events(harness, "MethodEnrolmentFailed")] == ["registration_invalid"]
+    assert [r.reason for r in harness.events("MethodEnrolmentFailed")] == ["registration_invalid"]
     # The challenge was renewed: the refused page offers a new one.
     assert json.loads(refused.context["webauthn_options"])["challenge"] != options["challenge"]
 
@@ -297,8 +283,8 @@ def test_right_totp_signs_in(harness: Harness) -> None:
     assert done.url.path == "/apps"
     session = _session(harness)
     assert (session.aal, session.amr, session.second_factor) == ("aal2", ("pwd", "otp"), "totp")
-    success = _events(harness, "LoginSucceeded")[-1]
-    assert _details(success)["second_factor"] == "totp"
+    success = harness.events("LoginSucceeded")[-1]
+    assert audit_details(success)["second_factor"] == "totp"
 
 
 def test_wrong_totp_is_refused_and_audited(harness: Harness) -> None:
@@ -307,9 +293,9 @@ def test_wrong_totp_is_refused_and_audited(harness: Harness) -> None:
     refused = _code(harness, page, _wrong_totp(harness))
     assert _template(refused) == "login/second_factor.html"
     assert refused.context["message_ids"] == ["totp_code_wrong"]
-    [failed] = _events(harness, "SecondFactorFailed")
+    [failed] = harness.events("SecondFactorFailed")
     assert failed.reason == "totp_code_wrong"
-    assert _details(failed)["consecutive_failures"] == 1
+    assert audit_details(failed)["consecutive_failures"] == 1
     assert COOKIE not in harness.client.cookies
     assert _code(harness, refused, harness.totp_code()).url.path == "/apps"
 
@@ -318,11 +304,11 @@ def test_code_is_accepted_once_per_time_step(harness: Harness) -> None:
     harness.create_user()
     code = harness.totp_code()
     assert _code(harness, _to_second_factor(harness), code).url.path == "/apps"
-    _sign_out(harness)
+    harness.forget_session()
     page = _to_second_factor(harness)
     replayed = _code(harness, page, code)
     assert replayed.context["message_ids"] == ["totp_code_replayed"]
-    assert _events(harness, "SecondFactorFailed")[-1].reason == "totp_code_replayed"
+    assert harness.events("SecondFactorFailed")[-1].reason == "totp_code_replayed"
     # An older code still inside the skew window is spent too.
     older = _code(harness, replayed, harness.totp_code(-1))
     assert older.context["message_ids"] == ["totp_code_replayed"]
@@ -363,15 +349,15 @@ def test_recovery_code_signs_in_once(harness: Harness) -> None:
     assert session.second_factor == "recovery_code"
     assert session.aal == "aal2"
     assert session.amr == ("pwd", "otp")
-    used = _events(harness, "RecoveryCodeUsed")
-    assert [_details(r)["codes_left"] for r in used] == [9]
+    used = harness.events("RecoveryCodeUsed")
+    assert [audit_details(r)["codes_left"] for r in used] == [9]
     assert _unused_codes(harness, user.id) == 9
 
-    _sign_out(harness)
+    harness.forget_session()
     page = _post(harness, "/login/method", _to_second_factor(harness), kind="recovery_code")
     refused = _code(harness, page, code)
     assert refused.context["message_ids"] == ["recovery_code_wrong"]
-    assert _events(harness, "SecondFactorFailed")[-1].reason == "recovery_code_wrong"
+    assert harness.events("SecondFactorFailed")[-1].reason == "recovery_code_wrong"
     assert COOKIE not in harness.client.cookies
     assert _code(harness, refused, harness.recovery_codes[4]).url.path == "/apps"
 
@@ -410,7 +396,7 @@ def test_security_key_assertion_cannot_be_replayed(harness: Harness) -> None:
     page = _to_second_factor(harness, password=NEW_PASSWORD)
     assertion = key.get(page.context["webauthn_options"], harness.portal.deps.origin)
     assert _post(harness, "/login/second-factor", page, code="", credential=assertion).url.path == "/apps"
-    _sign_out(harness)
+    harness.forget_session()
     page = _to_second_factor(harness, password=NEW_PASSWORD)
     refused = _post(harness, "/login/second-factor", page, code="", credential=assertion)
     assert refused.context["message_ids"] == ["webauthn_failed"]
@@ -431,7 +417,7 @@ def test_regressing_sign_count_is_refused_and_audited(harness: Harness) -> None:
     )
     assert ok.url.path == "/apps"
     assert _methods(harness, user.id)[0].sign_count == 42
-    _sign_out(harness)
+    harness.forget_session()
 
     page = _to_second_factor(harness, password=NEW_PASSWORD)
     cloned = key.get(page.context["webauthn_options"], harness.portal.deps.origin, sign_count=7)
@@ -439,11 +425,11 @@ def test_regressing_sign_count_is_refused_and_audited(harness: Harness) -> None:
     assert _template(refused) == "login/second_factor.html"
     assert refused.context["message_ids"] == ["webauthn_failed"]
     assert COOKIE not in harness.client.cookies
-    [regressed] = _events(harness, "SignCountRegressed")
+    [regressed] = harness.events("SignCountRegressed")
     assert regressed.reason == "possible_cloned_authenticator"
     assert regressed.subject_id == user.id
-    assert _details(regressed)["stored_sign_count"] == 42
-    assert _events(harness, "SecondFactorFailed")[-1].reason == "sign_count_regressed"
+    assert audit_details(regressed)["stored_sign_count"] == 42
+    assert harness.events("SecondFactorFailed")[-1].reason == "sign_count_regressed"
     assert _methods(harness, user.id)[0].sign_count == 42
 
 
@@ -465,7 +451,7 @@ def test_unregistered_key_is_refused(harness: Harness) -> None:
     assertion = stranger.get(page.context["webauthn_options"], harness.portal.deps.origin, stranger.credential().id)
     refused = _post(harness, "/login/second-factor", page, code="", credential=assertion)
     assert refused.context["message_ids"] == ["webauthn_failed"]
-    assert _events(harness, "SecondFactorFailed")[-1].reason == "webauthn_unknown_credential"
+    assert harness.events("SecondFactorFailed")[-1].reason == "webauthn_unknown_credential"
 
 
 # -- lockout (CJIS AC-7) -------------------------------------------------------------------------------------
@@ -479,7 +465,7 @@ def test_five_second_factor_failures_lock_the_account(harness: Harness) -> None:
     assert _template(locked) == "login/identifier.html"
     assert locked.context["message_ids"] == ["account_locked"]
     assert "AccountLocked" in harness.audit_types()
-    assert [_details(r)["consecutive_failures"] for r in _events(harness, "SecondFactorFailed")] == [1, 2, 3, 4, 5]
+    assert [audit_details(r)["consecutive_failures"] for r in harness.events("SecondFactorFailed")] == [1, 2, 3, 4, 5]
 
     harness.clock.advance(timedelta(seconds=30))
     again = harness.password(harness.identifier("cs0101"), STRONG)
@@ -497,7 +483,7 @@ def test_correct_password_does_not_reset_second_factor_failures(harness: Harness
     page = _to_second_factor(harness)  # a new sign-in with the right password
     locked = _code(harness, page, _wrong_totp(harness))
     assert locked.context["message_ids"] == ["account_locked"]
-    assert _details(_events(harness, "SecondFactorFailed")[-1])["consecutive_failures"] == 5
+    assert audit_details(harness.events("SecondFactorFailed")[-1])["consecutive_failures"] == 5
 
 
 def test_completed_sign_in_resets_second_factor_failures(harness: Harness) -> None:
@@ -506,7 +492,7 @@ def test_completed_sign_in_resets_second_factor_failures(harness: Harness) -> No
     for _ in range(4):
         page = _code(harness, page, _wrong_totp(harness))
     assert _code(harness, page, harness.totp_code()).url.path == "/apps"
-    _sign_out(harness)
+    harness.forget_session()
     harness.clock.advance(timedelta(seconds=30))
     page = _to_second_factor(harness)
     for _ in range(4):
@@ -520,7 +506,7 @@ def test_locking_at_the_second_factor_ends_open_sessions(harness: Harness) -> No
     harness.sign_in()
     assert harness.client.get("/apps").url.path == "/apps"
     token = harness.client.cookies.get(COOKIE)
-    _sign_out(harness)
+    harness.forget_session()
     page = _to_second_factor(harness)
     for _ in range(5):
         page = _code(harness, page, _wrong_totp(harness))
@@ -609,7 +595,7 @@ def test_passkey_signs_in_without_a_password(passkey_harness: Harness) -> None:
     assert "hwk" in session.amr
     assert "user" in session.amr
     assert session.second_factor == "passkey"
-    assert _details(_events(h, "LoginSucceeded")[-1])["second_factor"] == "passkey"
+    assert audit_details(h.events("LoginSucceeded")[-1])["second_factor"] == "passkey"
 
 
 def test_passkey_without_user_verification_is_refused(passkey_harness: Harness) -> None:
@@ -621,15 +607,15 @@ def test_passkey_without_user_verification_is_refused(passkey_harness: Harness) 
     assert refused.url.path == "/login/options"
     assert refused.context["message_ids"] == ["webauthn_failed"]
     assert COOKIE not in h.client.cookies
-    failed = _events(h, "LoginFailed")[-1]
+    failed = h.events("LoginFailed")[-1]
     assert failed.reason == "assertion_invalid"
-    assert _details(failed)["step"] == "passkey"
+    assert audit_details(failed)["step"] == "passkey"
     # The retry page has a fresh challenge.
     retry = json.loads(refused.context["webauthn_options"])
     assert retry["challenge"] != json.loads(page.context["webauthn_options"])["challenge"]
     assert retry["userVerification"] == "required"
     assert h.audit_types()[-1] == "LoginFailed"
-    assert len(_events(h, "SessionStarted")) == 1  # only the enrolling sign-in's
+    assert len(h.events("SessionStarted")) == 1  # only the enrolling sign-in's
 
 
 def test_passkey_refused_without_user_verification_then_accepted_with_it(passkey_harness: Harness) -> None:
@@ -650,7 +636,7 @@ def test_passkey_assertion_cannot_be_replayed(passkey_harness: Harness) -> None:
     page = _options_page(h)
     assertion = key.get(page.context["webauthn_options"], h.portal.deps.origin)
     assert _passkey(h, page, assertion).url.path == "/apps"
-    _sign_out(h)
+    h.forget_session()
     again = _passkey(h, _options_page(h), assertion)
     assert again.url.path == "/login/options"
     assert COOKIE not in h.client.cookies
@@ -676,7 +662,7 @@ def test_passkey_sign_in_is_off_by_default(harness: Harness) -> None:
     assert "webauthn_options" not in page.context
     assert 'data-webauthn="get"' not in page.text
     # Even a well-formed assertion for a flow of this browser is refused.
-    succeeded = len(_events(harness, "LoginSucceeded"))
+    succeeded = len(harness.events("LoginSucceeded"))
     flow_page = harness.start()
     options = webauthn.authentication_options(
         harness.portal.login.factors.rp, challenge=webauthn.new_challenge(), methods=[], require_uv=True
@@ -684,5 +670,5 @@ def test_passkey_sign_in_is_off_by_default(harness: Harness) -> None:
     refused = _passkey(harness, flow_page, key.get(options, harness.portal.deps.origin))
     assert 400 <= refused.status_code < 500
     assert COOKIE not in harness.client.cookies
-    assert len(_events(harness, "LoginSucceeded")) == succeeded
+    assert len(harness.events("LoginSucceeded")) == succeeded
     assert harness.audit_types()[-1] == "RequestRefused"

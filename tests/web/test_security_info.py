@@ -13,7 +13,7 @@ import pyotp
 import pytest
 
 from alacop.core.accounts import User
-from tests.conftest import STRONG, Harness
+from tests.conftest import STRONG, Harness, audit_details
 
 SECURITY = "/account/security"
 
@@ -51,14 +51,6 @@ def _codes_left(h: Harness, user: User) -> int:
             return len(await db.recovery_codes.unused_for_user(user.id))
 
     return h.run(go)
-
-
-def _events(h: Harness, kind: str) -> list[Any]:
-    return [r for r in h.audit() if r.type == kind]
-
-
-def _details(record: Any) -> dict[str, Any]:
-    return json.loads(record.details)  # type: ignore[no-any-return]
 
 
 def _start_totp(h: Harness) -> tuple[Any, str]:
@@ -178,7 +170,7 @@ def test_add_authenticator_app(harness: Harness) -> None:
     assert wrong.context["message_ids"] == ["totp_enrol_code_wrong"]
     assert "That code didn't match" in html.unescape(wrong.text)
     assert len(_methods(harness, user)) == 1
-    assert _events(harness, "MethodEnrolmentFailed")[-1].reason == "code_wrong"
+    assert harness.events("MethodEnrolmentFailed")[-1].reason == "code_wrong"
 
     done = _confirm_totp(harness, page, code, "Work phone")
     assert _location(done) == "/account/security?done=method_added"
@@ -187,9 +179,9 @@ def test_add_authenticator_app(harness: Harness) -> None:
     methods = after.context["methods"]
     assert sorted(m.name for m in methods) == ["Test phone", "Work phone"]
 
-    (added,) = _events(harness, "MethodAdded")
+    (added,) = harness.events("MethodAdded")
     new = next(m for m in methods if m.name == "Work phone")
-    assert _details(added) == {"method_id": new.id, "kind": "totp", "name": "Work phone"}
+    assert audit_details(added) == {"method_id": new.id, "kind": "totp", "name": "Work phone"}
     assert added.subject_id == user.id and added.actor_id == user.id
     # The seed is not in the audit trail, in any form.
     assert secret not in added.details and secret.lower() not in json.dumps([r.details for r in harness.audit()])
@@ -260,8 +252,8 @@ def test_rename_changes_the_name_and_is_audited(harness: Harness) -> None:
     done = _post(harness, "/account/security/rename", method_id=method.id, name="  Personal iPhone  ")
     assert _location(done) == "/account/security?done=method_renamed"
     assert [m.name for m in _methods(harness, user)] == ["Personal iPhone"]
-    (renamed,) = _events(harness, "MethodRenamed")
-    details = _details(renamed)
+    (renamed,) = harness.events("MethodRenamed")
+    details = audit_details(renamed)
     assert details["before"] == {"name": "Test phone"}
     assert details["after"] == {"name": "Personal iPhone"}
     assert details["method_id"] == method.id
@@ -282,7 +274,7 @@ def test_rename_cleans_control_characters_and_cuts_long_names(harness: Harness, 
     (method,) = _methods(harness, user)
     _post(harness, "/account/security/rename", method_id=method.id, name=typed)
     assert [m.name for m in _methods(harness, user)] == [stored]
-    assert _details(_events(harness, "MethodRenamed")[-1])["after"] == {"name": stored}
+    assert audit_details(harness.events("MethodRenamed")[-1])["after"] == {"name": stored}
 
 
 def test_rename_of_another_users_method_is_not_found(harness: Harness) -> None:
@@ -293,7 +285,7 @@ def test_rename_of_another_users_method_is_not_found(harness: Harness) -> None:
     response = _post(harness, "/account/security/rename", method_id=theirs.id, name="Mine now")
     assert _location(response) == "/account/security?refused=method_not_found"
     assert [m.name for m in _methods(harness, victim)] == ["Test phone"]
-    assert _events(harness, "MethodRenamed") == []
+    assert harness.events("MethodRenamed") == []
 
 
 # -- removing ----------------------------------------------------------------------------------------
@@ -307,7 +299,7 @@ def test_the_only_method_cannot_be_removed(harness: Harness) -> None:
     assert page.context["message_ids"] == ["method_last_required"]
     assert "Add another method first" in page.text
     assert len(_methods(harness, user)) == 1
-    assert _events(harness, "MethodRemoved") == []
+    assert harness.events("MethodRemoved") == []
 
 
 def test_with_a_second_method_removal_works_and_is_audited(harness: Harness) -> None:
@@ -318,8 +310,8 @@ def test_with_a_second_method_removal_works_and_is_audited(harness: Harness) -> 
     done = _post(harness, "/account/security/remove", method_id=old.id)
     assert _location(done) == "/account/security?done=method_removed"
     assert [m.name for m in _methods(harness, user)] == ["Work phone"]
-    (removed,) = _events(harness, "MethodRemoved")
-    assert _details(removed) == {"method_id": old.id, "kind": "totp", "name": "Test phone"}
+    (removed,) = harness.events("MethodRemoved")
+    assert audit_details(removed) == {"method_id": old.id, "kind": "totp", "name": "Test phone"}
     # The removed app's codes no longer sign in.
     harness.client.cookies.clear()
     page = harness.finish(harness.password(harness.identifier("cs0101"), STRONG))
@@ -337,7 +329,7 @@ def test_removing_another_users_method_is_not_found_and_changes_nothing(harness:
     assert _location(response) == "/account/security?refused=method_not_found"
     assert [m.id for m in _methods(harness, victim)] == [theirs.id]
     assert len(_methods(harness, user)) == 2
-    assert _events(harness, "MethodRemoved") == []
+    assert harness.events("MethodRemoved") == []
 
 
 def test_removing_an_unknown_id_is_not_found(harness: Harness) -> None:
@@ -402,9 +394,9 @@ def test_wrong_password_at_reauth_is_refused_and_audited(harness: Harness) -> No
     wrong = _reauth(harness, "not my password")
     assert wrong.status_code == 400
     assert wrong.context["message_ids"] == ["current_password_wrong"]
-    (failed,) = _events(harness, "ReauthenticationFailed")
+    (failed,) = harness.events("ReauthenticationFailed")
     assert failed.reason == "password_wrong" and failed.subject_id == user.id
-    assert _details(failed) == {"consecutive_failures": 1}
+    assert audit_details(failed) == {"consecutive_failures": 1}
     # Still not allowed to change anything.
     (method,) = _methods(harness, user)
     assert _location(_post(harness, "/account/security/rename", method_id=method.id, name="X")).startswith(
@@ -453,7 +445,7 @@ def test_five_wrong_passwords_at_reauth_lock_the_account_and_sign_out(harness: H
     for attempt in range(1, 5):
         response = _reauth(harness, "not my password")
         assert response.status_code == 400
-        assert _details(_events(harness, "ReauthenticationFailed")[-1]) == {"consecutive_failures": attempt}
+        assert audit_details(harness.events("ReauthenticationFailed")[-1]) == {"consecutive_failures": attempt}
     fifth = _reauth(harness, "not my password")
     assert _location(fifth) == "/login"
     assert harness.client.get("/apps").url.path == "/login"
@@ -526,16 +518,16 @@ def test_regenerating_recovery_codes(harness: Harness) -> None:
     assert "codes" not in after.context
     assert not any(code in after.text for code in codes)
 
-    (generated,) = _events(harness, "RecoveryCodesGenerated")
+    (generated,) = harness.events("RecoveryCodesGenerated")
     assert generated.reason == "regenerated"
-    assert _details(generated) == {"codes": 10, "voided": 10}
+    assert audit_details(generated) == {"codes": 10, "voided": 10}
     assert not any(code in generated.details for code in codes)
 
     harness.client.cookies.clear()
     refused = _sign_in_with_recovery_code(harness, old[1])
     assert refused.url.path != "/apps"
     assert refused.template.name == "login/second_factor.html"
-    assert _events(harness, "SecondFactorFailed")[-1].reason == "recovery_code_wrong"
+    assert harness.events("SecondFactorFailed")[-1].reason == "recovery_code_wrong"
     harness.client.cookies.clear()
     assert _sign_in_with_recovery_code(harness, codes[3]).url.path == "/apps"
     assert _codes_left(harness, user) == 9
@@ -557,8 +549,8 @@ def test_sign_out_everywhere_else(app_factory: Callable[..., Harness]) -> None:
     assert other.client.get("/apps").url.path == "/login"
     assert h.client.get("/apps").url.path == "/apps"
     assert len(_page(h).context["sessions"]) == 1
-    (ended,) = _events(h, "OtherSessionsEnded")
-    assert _details(ended) == {"ended": 1}
+    (ended,) = h.events("OtherSessionsEnded")
+    assert audit_details(ended) == {"ended": 1}
 
 
 # -- CSRF --------------------------------------------------------------------------------------------
