@@ -540,37 +540,12 @@ def orchestrate(args: argparse.Namespace) -> int:
         asyncio.run(_seed(env, args.users))
 
         print(f"starting portal on {base} (1 worker, core {SERVER_CORE}) ...", flush=True)
-        server_cmd = [
-            "taskset",
-            "-c",
-            str(SERVER_CORE),
-            sys.executable,
-            "-m",
-            "alacop.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
-        if args.profile:
-            server_cmd = [
-                "taskset",
-                "-c",
-                str(SERVER_CORE),
-                sys.executable,
-                str(Path(__file__).with_name("profile_serve.py")),
-                args.profile,
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-            ]
+        # --profile swaps only the entry point: the same server, arguments and pinned core either way.
+        entry = (
+            [str(Path(__file__).with_name("profile_serve.py")), args.profile] if args.profile else ["-m", "alacop.cli"]
+        )
+        serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        server_cmd = ["taskset", "-c", str(SERVER_CORE), sys.executable, *entry, *serve]
         log = open(log_path, "wb")
         server = subprocess.Popen(server_cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         _wait_healthy(base, server)
