@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from alacop.core.errors import InvalidInput
@@ -86,7 +86,14 @@ class User:
     last_login_at: datetime | None = None
     disabled_at: datetime | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    # CJIS 5.2: the date of the user's last security awareness training; lapsing disables the account.
+    training_date: date | None = None
 
     @property
     def active(self) -> bool:
         return self.status is UserStatus.ACTIVE
+
+    @property
+    def awaiting_activation(self) -> bool:
+        """Approved, but the activation link has not been used to choose a password yet."""
+        return self.password_hash is None

@@ -49,3 +49,17 @@ class RateLimited(AlacopError):
 
 class ConfigError(AlacopError):
     code = "config_error"
+
+
+class Forbidden(AlacopError):
+    """The actor may not do this to this target: outside their agencies, or above their role."""
+
+    code = "forbidden"
+    status = 403
+
+
+class StepUpRequired(AlacopError):
+    """The change needs a sign-in or re-authentication within the last few minutes (CJIS IA-11)."""
+
+    code = "step_up_required"
+    status = 401

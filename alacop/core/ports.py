@@ -12,6 +12,7 @@ from alacop.core.accounts import Agency, User
 from alacop.core.audit import AuditEvent, AuditRecord
 from alacop.core.context import RequestContext
 from alacop.core.credentials import AuthMethod, RecoveryCode
+from alacop.core.registration import ActivationLink, Registration, RegistrationStatus
 from alacop.core.sessions import Session
 
 
@@ -41,11 +42,44 @@ class Throttle:
         return len(self.failure_times)
 
 
+@dataclass(frozen=True, slots=True)
+class UserQuery:
+    """A console search; agency_ids None means every agency (administrators only)."""
+
+    text: str = ""
+    agency_ids: tuple[str, ...] | None = None
+    status: str | None = None
+    role: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """An audit-trail search; agency_ids None means every agency, () none at all."""
+
+    user_id: str | None = None
+    agency_ids: tuple[str, ...] | None = None
+    type: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 200
+
+
 class AgencyRepository(Protocol):
     async def add(self, agency: Agency) -> None: ...
     async def get(self, agency_id: str) -> Agency | None: ...
     async def by_ori(self, ori: str) -> Agency | None: ...
     async def list(self) -> Sequence[Agency]: ...
+    async def update(self, agency: Agency) -> None: ...
+    async def coordinators(self, agency_id: str) -> Sequence[str]:
+        """The ids of the users who coordinate this agency."""
+        ...
+
+    async def set_coordinators(self, agency_id: str, user_ids: Sequence[str]) -> None: ...
+    async def coordinated_by(self, user_id: str) -> Sequence[str]:
+        """The ids of the agencies this user coordinates."""
+        ...
 
 
 class UserRepository(Protocol):
@@ -54,6 +88,44 @@ class UserRepository(Protocol):
     async def by_username(self, username: str) -> User | None: ...
     async def list(self, agency_id: str | None = None) -> Sequence[User]: ...
     async def update(self, user: User) -> None: ...
+    async def by_email(self, email: str) -> Sequence[User]: ...
+    async def search(self, query: UserQuery) -> Sequence[User]: ...
+    async def usernames_starting(self, prefix: str) -> set[str]: ...
+    async def delete(self, user_id: str, at: datetime) -> None:
+        """Remove the account and everything it holds, and retire its username (CJIS IA-4 d)."""
+        ...
+
+    async def retired_since(self, prefix: str, since: datetime) -> set[str]:
+        """Usernames with this prefix retired at or after `since`: not to be given out again yet."""
+        ...
+
+
+class RegistrationRepository(Protocol):
+    async def add(self, registration: Registration) -> None: ...
+    async def get(self, registration_id: str) -> Registration | None: ...
+    async def by_status_token(self, token_hash: str) -> Registration | None: ...
+    async def pending_for_email(self, email: str) -> Registration | None: ...
+    async def list(
+        self, *, status: RegistrationStatus | None = None, agency_ids: tuple[str, ...] | None = None
+    ) -> Sequence[Registration]: ...
+    async def stale(self, now: datetime) -> Sequence[Registration]:
+        """Pending requests past their expiry."""
+        ...
+
+    async def decide(self, registration: Registration) -> bool:
+        """Store a decision only if the request is still pending: two deciders cannot both win."""
+        ...
+
+
+class ActivationRepository(Protocol):
+    async def replace(self, link: ActivationLink) -> None:
+        """Store a new link for the user; any earlier unused link stops working."""
+        ...
+
+    async def get(self, token_hash: str) -> ActivationLink | None: ...
+    async def spend(self, token_hash: str, at: datetime) -> bool:
+        """Mark the link used only if it was unused and unexpired: it works once."""
+        ...
 
 
 class SessionRepository(Protocol):
@@ -122,6 +194,8 @@ class Transaction(Protocol):
     throttles: ThrottleRepository
     methods: MethodRepository
     recovery_codes: RecoveryCodeRepository
+    registrations: RegistrationRepository
+    activations: ActivationRepository
     audit: AuditRepository
 
 
@@ -129,6 +203,9 @@ class AuditReader(Protocol):
     def records(self, since: datetime | None = None, until: datetime | None = None) -> AsyncIterator[AuditRecord]: ...
     async def head(self) -> tuple[int, str]: ...
     async def recent_for_subject(self, subject_id: str, types: Sequence[str], limit: int) -> Sequence[AuditRecord]: ...
+    async def search(self, query: AuditQuery) -> Sequence[AuditRecord]:
+        """Newest first, at most query.limit records."""
+        ...
 
 
 class Store(Protocol):

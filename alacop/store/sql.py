@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from alacop.core.accounts import Agency, Role, User, UserStatus
@@ -14,7 +14,8 @@ from alacop.core.clock import Clock, isoformat, parse_iso
 from alacop.core.context import RequestContext
 from alacop.core.credentials import AuthMethod, MethodKind, RecoveryCode
 from alacop.core.errors import Conflict
-from alacop.core.ports import FlowRecord, Throttle
+from alacop.core.ports import AuditQuery, FlowRecord, Throttle, UserQuery
+from alacop.core.registration import ActivationLink, Application, Registration, RegistrationStatus
 from alacop.core.sessions import Session
 from alacop.store.db import Connection, Database, Row, open_database
 
@@ -37,8 +38,22 @@ _AUDIT_FIELDS = (
 )
 _USER_FIELDS = (
     "id, username, email, name, agency_id, role, status, password_hash, password_changed_at, "
-    "must_change_password, created_at, last_login_at, disabled_at, meta"
+    "must_change_password, created_at, last_login_at, disabled_at, meta, training_date"
 )
+
+
+def _like(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, with its own % and _ taken literally."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _in(column: str, values: Sequence[str], start: int) -> tuple[str, list[str]]:
+    """`column IN ($n, ...)` for a non-empty list; an empty one matches nothing."""
+    if not values:
+        return "1 = 0", []
+    marks = ", ".join(f"${start + i}" for i in range(len(values)))
+    return f"{column} IN ({marks})", list(values)
 
 
 class _Repo:
@@ -86,6 +101,35 @@ class SqlAgencies(_Repo):
     async def list(self) -> Sequence[Agency]:
         return [self._agency(r) for r in await self.conn.fetch("SELECT * FROM agencies ORDER BY name, ori")]
 
+    async def update(self, agency: Agency) -> None:
+        await self.conn.execute(
+            "UPDATE agencies SET ori = $2, name = $3, email_domains = $4 WHERE id = $1",
+            agency.id,
+            agency.ori,
+            agency.name,
+            json.dumps(list(agency.email_domains)),
+        )
+
+    async def coordinators(self, agency_id: str) -> Sequence[str]:
+        rows = await self.conn.fetch(
+            "SELECT user_id FROM coordinator_agencies WHERE agency_id = $1 ORDER BY user_id", agency_id
+        )
+        return [r["user_id"] for r in rows]
+
+    async def set_coordinators(self, agency_id: str, user_ids: Sequence[str]) -> None:
+        await self.conn.execute("DELETE FROM coordinator_agencies WHERE agency_id = $1", agency_id)
+        if user_ids:
+            await self.conn.executemany(
+                "INSERT INTO coordinator_agencies (user_id, agency_id) VALUES ($1, $2)",
+                [(u, agency_id) for u in sorted(set(user_ids))],
+            )
+
+    async def coordinated_by(self, user_id: str) -> Sequence[str]:
+        rows = await self.conn.fetch(
+            "SELECT agency_id FROM coordinator_agencies WHERE user_id = $1 ORDER BY agency_id", user_id
+        )
+        return [r["agency_id"] for r in rows]
+
 
 class SqlUsers(_Repo):
     def _user(self, row: Row) -> User:
@@ -105,6 +149,7 @@ class SqlUsers(_Repo):
             last_login_at=dt(row["last_login_at"]),
             disabled_at=dt(row["disabled_at"]),
             meta=json.loads(row["meta"] or "{}"),
+            training_date=date.fromisoformat(row["training_date"]) if row["training_date"] else None,
         )
 
     def _values(self, user: User) -> tuple[Any, ...]:
@@ -124,11 +169,13 @@ class SqlUsers(_Repo):
             ts(user.last_login_at),
             ts(user.disabled_at),
             json.dumps(user.meta, sort_keys=True),
+            user.training_date.isoformat() if user.training_date else None,
         )
 
     async def add(self, user: User) -> None:
         await self._insert(
-            f"INSERT INTO users ({_USER_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            f"INSERT INTO users ({_USER_FIELDS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             *self._values(user),
             conflict="username_taken",
             detail="that username is taken",
@@ -155,9 +202,202 @@ class SqlUsers(_Repo):
         await self.conn.execute(
             "UPDATE users SET username = $2, email = $3, name = $4, agency_id = $5, role = $6, status = $7, "
             "password_hash = $8, password_changed_at = $9, must_change_password = $10, created_at = $11, "
-            "last_login_at = $12, disabled_at = $13, meta = $14 WHERE id = $1",
+            "last_login_at = $12, disabled_at = $13, meta = $14, training_date = $15 WHERE id = $1",
             *self._values(user),
         )
+
+    async def by_email(self, email: str) -> Sequence[User]:
+        rows = await self.conn.fetch(
+            f"SELECT {_USER_FIELDS} FROM users WHERE lower(email) = $1 ORDER BY username", email.lower()
+        )
+        return [self._user(r) for r in rows]
+
+    async def search(self, query: UserQuery) -> Sequence[User]:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.text.strip():
+            n = len(args) + 1
+            where.append(
+                f"(lower(username) LIKE ${n} ESCAPE '\\' OR lower(name) LIKE ${n} ESCAPE '\\' "
+                f"OR lower(email) LIKE ${n} ESCAPE '\\')"
+            )
+            args.append(_like(query.text.strip()))
+        if query.agency_ids is not None:
+            clause, values = _in("agency_id", query.agency_ids, len(args) + 1)
+            where.append(clause)
+            args.extend(values)
+        if query.status:
+            where.append(f"status = ${len(args) + 1}")
+            args.append(query.status)
+        if query.role:
+            where.append(f"role = ${len(args) + 1}")
+            args.append(query.role)
+        sql = f"SELECT {_USER_FIELDS} FROM users"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = await self.conn.fetch(sql + f" ORDER BY username LIMIT {max(1, min(int(query.limit), 1000))}", *args)
+        return [self._user(r) for r in rows]
+
+    async def usernames_starting(self, prefix: str) -> set[str]:
+        rows = await self.conn.fetch("SELECT username FROM users WHERE username LIKE $1 ESCAPE '\\'", _like(prefix)[1:])
+        return {r["username"] for r in rows}
+
+    async def delete(self, user_id: str, at: datetime) -> None:
+        row = await self.conn.fetchrow("SELECT username FROM users WHERE id = $1", user_id)
+        if row is None:
+            return
+        for table in ("sessions", "auth_methods", "recovery_codes", "activation_links", "coordinator_agencies"):
+            await self.conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
+        await self.conn.execute("DELETE FROM users WHERE id = $1", user_id)
+        await self.conn.execute("DELETE FROM retired_usernames WHERE username = $1", row["username"])
+        await self.conn.execute(
+            "INSERT INTO retired_usernames (username, retired_at) VALUES ($1, $2)", row["username"], self.conn.ts(at)
+        )
+
+    async def retired_since(self, prefix: str, since: datetime) -> set[str]:
+        rows = await self.conn.fetch(
+            "SELECT username FROM retired_usernames WHERE username LIKE $1 ESCAPE '\\' AND retired_at >= $2",
+            _like(prefix)[1:],
+            self.conn.ts(since),
+        )
+        return {r["username"] for r in rows}
+
+
+_REGISTRATION_FIELDS = (
+    "id, agency_id, email, application, status, created_at, expires_at, status_token_hash, decided_at, "
+    "decided_by, decision_reason, user_id"
+)
+
+
+class SqlRegistrations(_Repo):
+    def _registration(self, row: Row) -> Registration:
+        dt = self.conn.dt
+        return Registration(
+            id=row["id"],
+            application=Application.from_dict(json.loads(row["application"])),
+            status=RegistrationStatus(row["status"]),
+            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
+            expires_at=dt(row["expires_at"]),  # type: ignore[arg-type]
+            status_token_hash=row["status_token_hash"],
+            decided_at=dt(row["decided_at"]),
+            decided_by=row["decided_by"],
+            decision_reason=row["decision_reason"],
+            user_id=row["user_id"],
+        )
+
+    async def add(self, registration: Registration) -> None:
+        r = registration
+        await self._insert(
+            f"INSERT INTO registrations ({_REGISTRATION_FIELDS}) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            r.id,
+            r.agency_id,
+            r.application.email,
+            json.dumps(r.application.as_dict(), sort_keys=True),
+            str(r.status),
+            self.conn.ts(r.created_at),
+            self.conn.ts(r.expires_at),
+            r.status_token_hash,
+            self.conn.ts(r.decided_at),
+            r.decided_by,
+            r.decision_reason,
+            r.user_id,
+            conflict="registration_exists",
+            detail="that registration exists",
+        )
+
+    async def get(self, registration_id: str) -> Registration | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_REGISTRATION_FIELDS} FROM registrations WHERE id = $1", registration_id
+        )
+        return self._registration(row) if row else None
+
+    async def by_status_token(self, token_hash: str) -> Registration | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_REGISTRATION_FIELDS} FROM registrations WHERE status_token_hash = $1", token_hash
+        )
+        return self._registration(row) if row else None
+
+    async def pending_for_email(self, email: str) -> Registration | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_REGISTRATION_FIELDS} FROM registrations WHERE email = $1 AND status = 'pending'",
+            email.lower(),
+        )
+        return self._registration(row) if row else None
+
+    async def list(
+        self, *, status: RegistrationStatus | None = None, agency_ids: tuple[str, ...] | None = None
+    ) -> Sequence[Registration]:
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("status = $1")
+            args.append(str(status))
+        if agency_ids is not None:
+            clause, values = _in("agency_id", agency_ids, len(args) + 1)
+            where.append(clause)
+            args.extend(values)
+        sql = f"SELECT {_REGISTRATION_FIELDS} FROM registrations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [self._registration(r) for r in await self.conn.fetch(sql + " ORDER BY created_at, id", *args)]
+
+    async def stale(self, now: datetime) -> Sequence[Registration]:
+        rows = await self.conn.fetch(
+            f"SELECT {_REGISTRATION_FIELDS} FROM registrations WHERE status = 'pending' AND expires_at <= $1 "
+            "ORDER BY created_at",
+            self.conn.ts(now),
+        )
+        return [self._registration(r) for r in rows]
+
+    async def decide(self, registration: Registration) -> bool:
+        r = registration
+        count = await self.conn.execute(
+            "UPDATE registrations SET status = $2, decided_at = $3, decided_by = $4, decision_reason = $5, "
+            "user_id = $6 WHERE id = $1 AND status = 'pending'",
+            r.id,
+            str(r.status),
+            self.conn.ts(r.decided_at),
+            r.decided_by,
+            r.decision_reason,
+            r.user_id,
+        )
+        return count > 0
+
+
+class SqlActivations(_Repo):
+    async def replace(self, link: ActivationLink) -> None:
+        await self.conn.execute("DELETE FROM activation_links WHERE user_id = $1 AND used_at IS NULL", link.user_id)
+        await self.conn.execute(
+            "INSERT INTO activation_links (token_hash, user_id, created_at, expires_at, used_at) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            link.token_hash,
+            link.user_id,
+            self.conn.ts(link.created_at),
+            self.conn.ts(link.expires_at),
+            self.conn.ts(link.used_at),
+        )
+
+    async def get(self, token_hash: str) -> ActivationLink | None:
+        row = await self.conn.fetchrow("SELECT * FROM activation_links WHERE token_hash = $1", token_hash)
+        if row is None:
+            return None
+        dt = self.conn.dt
+        return ActivationLink(
+            token_hash=row["token_hash"],
+            user_id=row["user_id"],
+            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
+            expires_at=dt(row["expires_at"]),  # type: ignore[arg-type]
+            used_at=dt(row["used_at"]),
+        )
+
+    async def spend(self, token_hash: str, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE activation_links SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2",
+            token_hash,
+            self.conn.ts(at),
+        )
+        return count > 0
 
 
 class SqlSessions(_Repo):
@@ -484,6 +724,8 @@ class SqlTransaction:
         self.throttles = SqlThrottles(db, conn)
         self.methods = SqlMethods(db, conn)
         self.recovery_codes = SqlRecoveryCodes(db, conn)
+        self.registrations = SqlRegistrations(db, conn)
+        self.activations = SqlActivations(db, conn)
         self.audit = SqlAudit(db, conn, chain, clock, writable=writable)
 
 
@@ -526,6 +768,35 @@ class SqlAuditReader:
                 subject_id,
                 *types,
             )
+        return [_record(r) for r in rows]
+
+    async def search(self, query: AuditQuery) -> Sequence[AuditRecord]:
+        where: list[str] = []
+        args: list[Any] = []
+        if query.user_id:
+            n = len(args) + 1
+            where.append(f"(subject_id = ${n} OR actor_id = ${n})")
+            args.append(query.user_id)
+        if query.agency_ids is not None:
+            clause, values = _in("agency_id", query.agency_ids, len(args) + 1)
+            where.append(clause)
+            args.extend(values)
+        for column, value in (("type", query.type), ("outcome", query.outcome)):
+            if value:
+                where.append(f"{column} = ${len(args) + 1}")
+                args.append(value)
+        if query.since is not None:
+            where.append(f"occurred_at >= ${len(args) + 1}")
+            args.append(isoformat(query.since))
+        if query.until is not None:
+            where.append(f"occurred_at < ${len(args) + 1}")
+            args.append(isoformat(query.until))
+        sql = "SELECT * FROM audit_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        limit = max(1, min(int(query.limit), 100_000))
+        async with self._db.read() as conn:
+            rows = await conn.fetch(sql + f" ORDER BY seq DESC LIMIT {limit}", *args)
         return [_record(r) for r in rows]
 
     async def head(self) -> tuple[int, str]:

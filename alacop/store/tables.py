@@ -72,6 +72,51 @@ users = Table(
     Column("last_login_at", UTCDateTime),
     Column("disabled_at", UTCDateTime),
     Column("meta", Text, nullable=False, default="{}"),
+    Column("training_date", String(10)),
+)
+Index("ix_users_email", users.c.email)
+
+# Agency coordinators act only within the agencies listed here for them (CJIS AC-2, AC-6).
+coordinator_agencies = Table(
+    "coordinator_agencies",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("agency_id", String(36), ForeignKey("agencies.id"), primary_key=True),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("agency_id", String(36), ForeignKey("agencies.id"), nullable=False, index=True),
+    Column("email", String(320), nullable=False, index=True),
+    Column("application", Text, nullable=False),
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("status_token_hash", String(64), nullable=False, unique=True),
+    Column("decided_at", UTCDateTime),
+    Column("decided_by", String(36)),
+    Column("decision_reason", Text),
+    Column("user_id", String(36)),
+)
+
+activation_links = Table(
+    "activation_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
+)
+
+# CJIS IA-4 d: a deleted account's username is not given to anyone else for a year.
+retired_usernames = Table(
+    "retired_usernames",
+    metadata,
+    Column("username", String(32), primary_key=True),
+    Column("retired_at", UTCDateTime, nullable=False),
 )
 
 sessions = Table(
