@@ -70,3 +70,13 @@ def compose(kind: str, *, to: str, name: str, username: str, portal: str, suppor
         f"This message was sent by {portal}. All transactions are monitored and logged.\n"
     )
     return Mail(to=to, subject=f"{portal}: {notice.subject}", body=body)
+
+
+def letter(subject: str, *, to: str, name: str, portal: str, paragraphs: list[str]) -> Mail:
+    """A message that is not a security notice: registration codes, decisions, activation, warnings."""
+    body = (
+        f"Hello {name},\n\n"
+        + "\n\n".join(paragraphs)
+        + (f"\n\nThis message was sent by {portal}. All transactions are monitored and logged.\n")
+    )
+    return Mail(to=to, subject=f"{portal}: {subject}", body=body)

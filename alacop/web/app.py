@@ -22,9 +22,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from alacop.config import Settings, ensure_secret
+from alacop.core.approvals import Approvals
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.clock import Clock
 from alacop.core.deps import Deps
+from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError
 from alacop.core.housekeeping import purge_expired_flows
 from alacop.core.mail import Mailer
@@ -56,6 +58,8 @@ class Portal:
     login: LoginService
     recovery: RecoveryService
     sessions: SessionManager
+    approvals: Approvals
+    directory: Directory
     help: HelpCenter
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -104,6 +108,8 @@ def create_app(
             login=LoginService(deps),
             recovery=RecoveryService(deps),
             sessions=SessionManager(deps),
+            approvals=Approvals(deps),
+            directory=Directory(deps),
             help=help_center,
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
