@@ -6,7 +6,6 @@ import email
 import email.policy
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -14,45 +13,20 @@ from typing import Any
 
 import pyotp
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from alacop.core.accounts import User
 from alacop.help.build import free_port
 from tests.conftest import STRONG, Harness
+from tests.support.mail import Inbox, smtp_server
 
 NEW = "a brand new passphrase 42"
 EMAIL = "cs0101@test.al.gov"
 ACCOUNT = "cs0101@alacop.gov"
 
 
-@dataclass
-class Inbox:
-    """Collects what the SMTP server accepted."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        self.envelopes.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def messages(self) -> list[EmailMessage]:
-        return [
-            email.message_from_bytes(bytes(e.content or b""), policy=email.policy.default)  # type: ignore[misc]
-            for e in self.envelopes
-        ]
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
+    yield from smtp_server()
 
 
 @pytest.fixture
