@@ -760,6 +760,29 @@ class LoginService:
         changed = replace(flow, credential_version=credential_version(outcome.user))
         return await self._advance(changed, outcome.user, ctx)
 
+    async def after_activation(self, browser_secret: str, user: User, ctx: RequestContext) -> LoginFlow:
+        """A sign-in that begins past the password: the activation link and the password just chosen
+        with it stand for the identifier and password steps. The second factor is still to come
+        (first-sign-in enrolment), so nothing here opens a session."""
+        if not user.active or user.password_hash is None:
+            raise FlowInvalid("only a just-activated account continues to enrolment")
+        now = self._deps.clock.now()
+        flow = LoginFlow(
+            id=new_flow_id(),
+            state=LoginState.PASSWORD,
+            issued_at=now,
+            expires_at=now + self._deps.policy.flow_lifetime,
+            csrf_token=new_csrf(),
+            binding=browser_binding(browser_secret),
+            identifier=f"{user.username}@{self._deps.domain}",
+            user_id=user.id,
+            amr=("pwd",),
+            credential_version=credential_version(user),
+        )
+        async with self._deps.store.transaction() as tx:
+            await tx.flows.add(flow.to_record())
+        return (await self._advance(flow, user, ctx)).flow
+
 
 @dataclass(frozen=True, slots=True)
 class FactorChoice:

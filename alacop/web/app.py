@@ -35,12 +35,13 @@ from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
 from alacop.flows.login import LoginService
 from alacop.flows.recovery import RecoveryService
+from alacop.flows.registration import RegistrationService
 from alacop.help.content import STATIC as HELP_STATIC
 from alacop.help.content import HelpCenter
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
-from alacop.web.routes import account, login, pages, recover, security
+from alacop.web.routes import account, login, pages, recover, register, security
 from alacop.web.routes import help as help_routes
 from alacop.wiring import build_deps
 
@@ -60,6 +61,7 @@ class Portal:
     sessions: SessionManager
     approvals: Approvals
     directory: Directory
+    registration: RegistrationService
     help: HelpCenter
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -102,14 +104,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         deps = build_deps(settings, clock=clock, limiter=limiter, hasher=hasher, mailer=mailer)
+        approvals = Approvals(deps)
         app.state.portal = Portal(
             settings=settings,
             deps=deps,
             login=LoginService(deps),
             recovery=RecoveryService(deps),
             sessions=SessionManager(deps),
-            approvals=Approvals(deps),
+            approvals=approvals,
             directory=Directory(deps),
+            registration=RegistrationService(deps, approvals),
             help=help_center,
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
@@ -164,7 +168,17 @@ def create_app(
         Route("/recover/choose", recover.choose, methods=["POST"]),
         Route("/recover/password", recover.new_password, methods=["POST"]),
         Route("/recover/unlock", recover.unlock, methods=["POST"]),
-        Route("/register", pages.register),
+        Route("/register", register.page, methods=["GET"]),
+        Route("/register/submit", register.submit, methods=["POST"]),
+        Route("/register/captcha/new", register.new_captcha, methods=["POST"]),
+        Route("/register/captcha.png", register.captcha_picture, methods=["GET"]),
+        Route("/register/captcha.wav", register.captcha_audio, methods=["GET"]),
+        Route("/register/verify", register.verify, methods=["POST"]),
+        Route("/register/resend", register.resend, methods=["POST"]),
+        Route("/register/edit", register.edit, methods=["POST"]),
+        Route("/register/status", register.status, methods=["GET"]),
+        Route("/activate", register.activate_page, methods=["GET"]),
+        Route("/activate", register.activate_submit, methods=["POST"]),
         Route("/help", help_routes.home, methods=["GET"]),
         Route("/help/search", help_routes.search, methods=["GET"]),
         Route("/help/guides/{slug:str}", help_routes.guide, methods=["GET"]),
