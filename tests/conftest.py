@@ -32,6 +32,7 @@ from alacop.core.directory import Directory
 from alacop.core.passwords import PasswordHasher
 from alacop.store.database import migrate
 from alacop.store.ratelimit import MemoryRateLimiter
+from alacop.store.tables import metadata
 from alacop.web.app import Portal, create_app
 from alacop.web.routes.login import SESSION_COOKIE
 
@@ -40,7 +41,8 @@ PG_URL = os.environ.get("ALACOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0
 IN_CI = os.environ.get("CI") == "true"
 BACKENDS = [b.strip() for b in os.environ.get("ALACOP_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 STRONG = "granite harbor lantern 77"
-TABLES = ("audit_events", "sessions", "flows", "login_throttles", "users", "agencies")
+# Every table but the chain head (reset apart), so a new table is never left holding a previous test's rows.
+TABLES = tuple(name for name in metadata.tables if name != "audit_head")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

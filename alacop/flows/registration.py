@@ -252,7 +252,7 @@ class RegistrationService:
             raise FlowInvalid("form submitted out of turn")
         deps = self._deps
         now = deps.clock.now()
-        draft = {k: form.get(k, "")[:1000] for k in FIELDS}
+        draft = {k: form.get(k, "") for k in FIELDS}
         fresh = deps.captcha.new(now)
         if not deps.captcha.check(flow.captcha, answer, now):
             await self._audit(

@@ -10,97 +10,15 @@ import pyotp
 import pytest
 
 from alacop.core.accounts import Role
-from alacop.core.authz import Actor
 from alacop.core.captcha import answer_for
-from alacop.core.context import RequestContext
-from alacop.core.directory import Directory
-from alacop.core.registration import RegistrationStatus
-from tests.conftest import Harness
-from tests.support.mail import RecordingMailer, find
-
-SEED = "seed"
-NEW_PASSWORD = "a long activation passphrase 7"
-App = Callable[..., Harness]
-CTX = RequestContext.system("test")
-
-
-class Registering:
-    """A harness with the captcha seed, a recording mailer and an agency that takes registrations."""
-
-    def __init__(self, h: Harness, mail: RecordingMailer) -> None:
-        self.h = h
-        self.mail = mail
-        self.agency = h.run(
-            Directory(h.portal.deps).create_agency,
-            "AL0030100",
-            "Montgomery Police Department",
-            ["mpd.example.gov"],
-            CTX,
-        )
-
-    def form(self, **changes: str) -> dict[str, str]:
-        today = self.h.clock.now().date()
-        values = {
-            "first_name": "Casey",
-            "last_name": "Smith",
-            "agency": "Montgomery Police Department (AL0030100)",
-            "title": "Patrol Officer",
-            "email": "casey.smith@mpd.example.gov",
-            "phone": "(334) 555-0100",
-            "supervisor": "Sgt. Dana Lee",
-            "reason": "Warrant and records checks on patrol.",
-            "training_date": (today - timedelta(days=30)).isoformat(),
-            "accept_rules": "yes",
-        }
-        values.update(changes)
-        return values
-
-    def start(self) -> Any:
-        page = self.h.client.get("/register")
-        assert page.status_code == 200
-        assert page.template.name == "register/form.html"
-        return page
-
-    def post(self, path: str, page: Any, **data: str) -> Any:
-        flow = page.context["flow"]
-        return self.h.client.post(f"{path}?flow={flow.id}", data={"csrf_token": flow.csrf_token, **data})
-
-    def submit(self, page: Any | None = None, answer: str | None = None, **changes: str) -> Any:
-        page = page or self.start()
-        captcha = answer if answer is not None else answer_for(SEED.encode(), page.context["captcha_nonce"])
-        return self.post("/register/submit", page, captcha=captcha, **self.form(**changes))
-
-    def code(self, address: str = "casey.smith@mpd.example.gov") -> str:
-        return find(r"registration is: ([A-Z0-9]{8})", self.mail.last(address).body)
-
-    def register(self, **changes: str) -> Any:
-        verify = self.submit(**changes)
-        assert verify.template.name == "register/verify.html", verify.context.get("problems")
-        done = self.post(
-            "/register/verify", verify, code=self.code(changes.get("email", "casey.smith@mpd.example.gov"))
-        )
-        assert done.template.name == "register/submitted.html"
-        return done
-
-    def pending(self) -> list[Any]:
-        async def go() -> list[Any]:
-            async with self.h.portal.deps.store.read() as db:
-                return list(await db.registrations.list(status=RegistrationStatus.PENDING))
-
-        return self.h.run(go)
-
-    def admin(self) -> Actor:
-        return Actor.operator()
-
-    def approve(self, registration_id: str, actor: Actor | None = None) -> Any:
-        return self.h.run(self.h.portal.approvals.approve, actor or self.admin(), registration_id, CTX)
+from tests.conftest import Harness, audit_details
+from tests.support.mail import find
+from tests.support.registration import NEW_PASSWORD, SEED, Registering, create_account, registering
 
 
 @pytest.fixture
-def r(app_factory: App) -> Registering:
-    mail = RecordingMailer()
-    h = app_factory(ALACOP_ENV="test", ALACOP_CAPTCHA_SEED=SEED, ALACOP_POLICY__RATE_LIMIT_PER_MINUTE=1000, mailer=mail)
-    return Registering(h, mail)
+def r(app_factory: Callable[..., Harness]) -> Registering:
+    return registering(app_factory)
 
 
 def _ids(page: Any) -> list[str]:
@@ -176,3 +94,195 @@ def test_register_verify_approve_activate_enrol_and_reach_apps(r: Registering) -
     # The link worked once.
     again = r.h.client.get(f"/activate?token={token}")
     assert again.status_code == 410 and "ActivationFailed" in r.h.audit_types()
+
+
+# -- the form's checks --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"email": "casey.smith@gmail.com"}, "email"),
+        ({"email": "casey.smith@evil-mpd.example.gov"}, "email"),
+        ({"email": "not an email"}, "email"),
+        ({"training_date": "2099-01-01"}, "training_date"),
+        ({"training_date": "2000-01-01"}, "training_date"),
+        ({"training_date": "yesterday"}, "training_date"),
+        ({"agency": "Nowhere Police"}, "agency"),
+        ({"accept_rules": ""}, "accept_rules"),
+        ({"first_name": ""}, "first_name"),
+        ({"first_name": "<script>"}, "first_name"),
+        ({"phone": "call me"}, "phone"),
+        ({"reason": "x" * 1001}, "reason"),
+    ],
+)
+def test_refused_fields_keep_the_rest_of_the_form_and_send_nothing(
+    r: Registering, changes: dict[str, str], field: str
+) -> None:
+    page = r.submit(**changes)
+    assert page.template.name == "register/form.html"
+    assert "fields_refused" in _ids(page)
+    assert set(page.context["problems"]) == {field}
+    assert 'aria-invalid="true"' in page.text
+    # What was typed is kept, so one wrong field costs nothing else.
+    assert page.context["draft"]["supervisor"] == "Sgt. Dana Lee"
+    assert 'value="Sgt. Dana Lee"' in page.text
+    assert r.mail.sent == []
+    assert r.pending() == []
+    (refused,) = r.h.events("RegistrationRefused")
+    assert audit_details(refused)["fields"] == [field]
+
+
+def test_training_exactly_a_year_old_is_refused_and_a_day_less_accepted(r: Registering) -> None:
+    today = r.h.clock.now().date()
+    old = r.submit(training_date=(today - timedelta(days=365)).isoformat())
+    assert set(old.context["problems"]) == {"training_date"}
+    fresh = r.submit(training_date=(today - timedelta(days=364)).isoformat())
+    assert fresh.template.name == "register/verify.html"
+    today_ok = r.submit(training_date=today.isoformat(), email="b.jones@mpd.example.gov")
+    assert today_ok.template.name == "register/verify.html"
+
+
+def test_agency_is_found_by_ori_or_name(r: Registering) -> None:
+    by_ori = r.submit(agency="al0030100")
+    assert by_ori.template.name == "register/verify.html"
+    by_name = r.submit(agency="montgomery police department", email="b.jones@mpd.example.gov")
+    assert by_name.template.name == "register/verify.html"
+
+
+def test_wrong_captcha_keeps_the_form_and_gives_a_new_challenge(r: Registering) -> None:
+    page = r.start()
+    refused = r.submit(page, answer="WRONG1")
+    assert refused.template.name == "register/form.html"
+    assert "captcha_wrong" in _ids(refused)
+    assert refused.context["captcha_nonce"] != page.context["captcha_nonce"]
+    assert refused.context["draft"]["email"] == "casey.smith@mpd.example.gov"
+    assert r.mail.sent == [] and "CaptchaFailed" in r.h.audit_types()
+    # The spent challenge's answer does not work a second time.
+    again = r.post(
+        "/register/submit", refused, captcha=answer_for(SEED.encode(), page.context["captcha_nonce"]), **r.form()
+    )
+    assert "captcha_wrong" in _ids(again)
+
+
+def test_captcha_media_only_for_this_browser_and_challenge(r: Registering) -> None:
+    page = r.start()
+    flow, nonce = page.context["flow"], page.context["captcha_nonce"]
+    picture = r.h.client.get(f"/register/captcha.png?flow={flow.id}&c={nonce}")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    audio = r.h.client.get(f"/register/captcha.wav?flow={flow.id}&c={nonce}")
+    assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+    assert r.h.client.get(f"/register/captcha.png?flow={flow.id}&c=other").status_code == 404
+    assert r.h.client.get(f"/register/captcha.png?flow=nope&c={nonce}").status_code == 404
+
+
+def test_submit_without_csrf_changes_nothing(r: Registering) -> None:
+    page = r.start()
+    flow = page.context["flow"]
+    answer = answer_for(SEED.encode(), page.context["captcha_nonce"])
+    refused = r.h.client.post(f"/register/submit?flow={flow.id}", data={"captcha": answer, **r.form()})
+    assert refused.status_code == 403
+    assert r.mail.sent == [] and r.pending() == []
+
+
+# -- the email code -----------------------------------------------------------------------------------
+def test_code_wrong_five_times_then_a_new_code_then_back_to_the_form(r: Registering) -> None:
+    verify = r.submit()
+    sent = r.code()
+    for _ in range(4):
+        verify = r.post("/register/verify", verify, code="AAAAAAAA")
+        assert "code_wrong" in _ids(verify)
+    verify = r.post("/register/verify", verify, code="AAAAAAAA")
+    assert "code_tries_used" in _ids(verify)
+    # Tries are spent: even the right code no longer works.
+    verify = r.post("/register/verify", verify, code=sent)
+    assert "code_tries_used" in _ids(verify) and r.pending() == []
+    assert len(r.h.events("RegistrationCodeFailed")) == 5
+    for _ in range(3):
+        verify = r.post("/register/resend", verify)
+        assert "code_sent" in _ids(verify)
+    assert len(r.mail.sent) == 4
+    # No more new codes: the next request goes back through the form and its CAPTCHA.
+    back = r.post("/register/resend", verify)
+    assert back.template.name == "register/form.html" and "code_tries_exhausted" in _ids(back)
+    assert back.context["draft"]["email"] == "casey.smith@mpd.example.gov"
+
+
+def test_a_new_code_replaces_the_old_one(r: Registering) -> None:
+    verify = r.submit()
+    old = r.code()
+    verify = r.post("/register/resend", verify)
+    new = r.code()
+    assert new != old
+    refused = r.post("/register/verify", verify, code=old)
+    assert "code_wrong" in _ids(refused)
+    done = r.post("/register/verify", refused, code=new.lower())
+    assert done.template.name == "register/submitted.html"
+
+
+def test_expired_code_is_refused_and_a_new_one_works(r: Registering) -> None:
+    verify = r.submit()
+    code = r.code()
+    r.h.clock.advance(timedelta(minutes=15))
+    expired = r.post("/register/verify", verify, code=code)
+    assert "code_expired" in _ids(expired) and r.pending() == []
+    assert audit_details(r.h.events("RegistrationCodeFailed")[-1])["flow"] == "registration"
+    fresh = r.post("/register/resend", expired)
+    done = r.post("/register/verify", fresh, code=r.code())
+    assert done.template.name == "register/submitted.html"
+
+
+def test_a_long_abandoned_registration_starts_again(r: Registering) -> None:
+    verify = r.submit()
+    r.h.clock.advance(timedelta(minutes=61))
+    restarted = r.post("/register/verify", verify, code=r.code())
+    assert restarted.template.name == "register/form.html"
+    assert "flow_expired" in _ids(restarted) and r.pending() == []
+    assert "FlowExpired" in r.h.audit_types()
+
+
+def test_change_my_details_goes_back_with_the_form_filled_in(r: Registering) -> None:
+    verify = r.submit()
+    back = r.post("/register/edit", verify)
+    assert back.template.name == "register/form.html"
+    assert back.context["draft"]["email"] == "casey.smith@mpd.example.gov"
+    # The old code is gone with the step.
+    assert back.context["flow"].code_hash is None
+
+
+def test_the_code_never_reaches_the_audit_trail(r: Registering) -> None:
+    r.register()
+    code = find(r"registration is: ([A-Z0-9]{8})", r.mail.sent[0].body)
+    for record in r.h.audit():
+        assert code not in record.details
+
+
+# -- duplicates ---------------------------------------------------------------------------------------
+def _shape(page: Any) -> tuple[Any, ...]:
+    flow = page.context["flow"]
+    text = page.text.replace(flow.id, "FLOW").replace(flow.csrf_token, "CSRF")
+    return page.status_code, page.template.name, tuple(_ids(page)), text
+
+
+@pytest.mark.parametrize("existing", ["account", "pending"])
+def test_a_known_email_takes_the_same_path_and_its_owner_is_told(r: Registering, existing: str) -> None:
+    fresh = r.submit(email="new.person@mpd.example.gov", first_name="Nova")
+    if existing == "account":
+        r.h.run(create_account, r.h, "cs0101", "Casey.Smith@MPD.example.gov")
+    else:
+        r.register()
+    sent_before = len(r.mail.sent)
+    duplicate = r.submit()
+    assert _shape(duplicate)[:3] == _shape(fresh)[:3]
+    assert _shape(duplicate)[3].replace("casey.smith", "X").replace("Casey", "N") == _shape(fresh)[3].replace(
+        "new.person", "X"
+    ).replace("Nova", "N")
+    (notice,) = r.mail.sent[sent_before:]
+    assert notice.to == "casey.smith@mpd.example.gov"
+    assert "already has an account" in notice.body
+    assert "registration is:" not in notice.body
+    # No code can finish it, and nothing new reaches the queue.
+    pending = len(r.pending())
+    for guess in ("AAAAAAAA", "23456789"):
+        duplicate = r.post("/register/verify", duplicate, code=guess)
+        assert "code_wrong" in _ids(duplicate)
+    assert len(r.pending()) == pending
+    assert audit_details(r.h.events("RegistrationRefused")[-1])["flow"] == "registration"
