@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 from alacop.core.accounts import Role
 from alacop.core.captcha import answer_for
 from tests.conftest import Harness, audit_details
-from tests.support.mail import find
+from tests.support.mail import Inbox, RecordingMailer, find, smtp_server
 from tests.support.registration import NEW_PASSWORD, SEED, Registering, create_account, registering
 
 
@@ -286,3 +286,52 @@ def test_a_known_email_takes_the_same_path_and_its_owner_is_told(r: Registering,
         assert "code_wrong" in _ids(duplicate)
     assert len(r.pending()) == pending
     assert audit_details(r.h.events("RegistrationRefused")[-1])["flow"] == "registration"
+
+
+# -- real mail ----------------------------------------------------------------------------------------
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    yield from smtp_server()
+
+
+def test_codes_and_decisions_reach_a_real_smtp_server(
+    app_factory: Callable[..., Harness], smtp: tuple[Inbox, int]
+) -> None:
+    inbox, port = smtp
+    h = app_factory(
+        ALACOP_ENV="test",
+        ALACOP_CAPTCHA_SEED=SEED,
+        ALACOP_SMTP_HOST="127.0.0.1",
+        ALACOP_SMTP_PORT=port,
+        ALACOP_SMTP_STARTTLS="false",
+    )
+    r = Registering(h, RecordingMailer())
+    verify = r.submit()
+    (code_mail,) = inbox.messages()
+    assert code_mail["To"] == "casey.smith@mpd.example.gov"
+    assert code_mail["Subject"] == "AlaCOP: Confirm your email address"
+    code = find(r"registration is: ([A-Z0-9]{8})", code_mail.get_content())
+    r.post("/register/verify", verify, code=code)
+    (request,) = r.pending()
+    r.approve(request.id)
+    subjects = [m["Subject"] for m in inbox.messages()]
+    assert subjects == [
+        "AlaCOP: Confirm your email address",
+        "AlaCOP: Your registration request was received",
+        "AlaCOP: Your account is approved: activate it",
+    ]
+    approved = inbox.messages()[-1].get_content()
+    assert "cs0101" in approved and "/activate?token=" in approved
+    assert all(e.rcpt_tos == ["casey.smith@mpd.example.gov"] for e in inbox.envelopes)
+
+
+def test_a_mail_outage_is_audited_and_loses_nothing(r: Registering) -> None:
+    r.mail.fail = True
+    verify = r.submit()
+    assert verify.template.name == "register/verify.html"
+    assert audit_details(r.h.events("NotificationFailed")[-1])["error"] == "OSError"
+    assert audit_details(r.h.events("RegistrationCodeSent")[-1])["delivered"] is False
+    r.mail.fail = False
+    fresh = r.post("/register/resend", verify)
+    done = r.post("/register/verify", fresh, code=r.code())
+    assert done.template.name == "register/submitted.html"
