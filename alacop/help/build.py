@@ -17,6 +17,8 @@ the browser context's start) and `<slug>.txt` (numbered steps); `videos/index.js
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import json
 import os
 import re
@@ -70,6 +72,7 @@ BEFORE_CLICK = 0.6  # seconds a highlighted button stays before it is clicked
 FLOW_URL = re.compile(r"/login(\?flow=[\w-]+)?$")
 APPS_URL = re.compile(r"/apps$")
 RECOVER_URL = re.compile(r"/recover(\?flow=[\w-]+)?$")
+REGISTER_URL = re.compile(r"/register(\?flow=[\w-]+)?$")
 SECURITY_URL = re.compile(r"/account/security$")
 
 
@@ -92,6 +95,12 @@ TUTORIALS = (
         "Replace your temporary password, set up an authenticator app and save your recovery codes.",
     ),
     Tutorial(
+        "registering",
+        "Registering for an account",
+        "Request an AlaCOP account, confirm your work email, then activate the account your agency approved: "
+        "choose a password, set up an authenticator app and save your recovery codes.",
+    ),
+    Tutorial(
         "recovering-an-account",
         "Recovering a locked account",
         "Unlock your account after too many wrong passwords with “Can't access your account?” and a code "
@@ -99,7 +108,8 @@ TUTORIALS = (
     ),
 )
 SLUGS = tuple(t.slug for t in TUTORIALS)
-MISSING = {"registering": "New user registration is not built yet, so there is nothing to record."}
+# Tutorials that cannot be recorded yet, with the reason the help center shows.
+MISSING: dict[str, str] = {}
 SCREENSHOTS = (
     "signin-desktop.png",
     "signin-phone.png",
@@ -115,6 +125,9 @@ SCREENSHOTS = (
     "recover-verify-desktop.png",
     "recover-choose-desktop.png",
     "recover-done-desktop.png",
+    "register-form-desktop.png",
+    "register-verify-desktop.png",
+    "activate-desktop.png",
 )
 
 
@@ -180,6 +193,35 @@ class Portal:
             output = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
             raise BuildError(f"`alacop users create {username}` failed: {output[-1] if output else done.returncode}")
         return Account(username=username, password=password)
+
+    def mail_to(self, address: str, pattern: str) -> str:
+        """The first group of `pattern` in the newest message the portal saved for `address` (its outbox)."""
+        outbox = self.data_dir / "outbox"
+        for path in sorted(outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            if message["To"] == address:
+                body = message.get_body(preferencelist=("plain",))
+                found = re.search(pattern, body.get_content() if body else "")
+                if found:
+                    return found.group(1)
+        raise BuildError(f"no message to {address} matching {pattern!r} in {outbox}")
+
+    def approve(self, address: str) -> None:
+        """`alacop registrations approve`, as the agency's coordinator would on the console."""
+        listed = self._cli("registrations", "list", "--json")
+        ids = [r["id"] for r in json.loads(listed) if r["email"] == address and r["status"] == "pending"]
+        if len(ids) != 1:
+            raise BuildError(f"expected one pending request from {address}, found {len(ids)}")
+        self._cli("registrations", "approve", ids[0])
+
+    def _cli(self, *args: str) -> str:
+        done = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+            [sys.executable, "-m", "alacop.cli", *args], env=self.env, capture_output=True, timeout=60, check=False
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+            raise BuildError(f"`alacop {' '.join(args)}` failed: {output[-1] if output else done.returncode}")
+        return done.stdout.decode()
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -492,6 +534,73 @@ def recover_unlock(t: Take, portal: Portal, account: Account, shots: Shots | Non
     t.page.wait_for_url(FLOW_URL)
 
 
+@dataclass(frozen=True)
+class Applicant:
+    first_name: str
+    last_name: str
+    email: str
+    password: str
+
+
+def register(t: Take, portal: Portal, who: Applicant, shots: Shots | None = None) -> None:
+    """From the sign-in page: New User Registration → the form → the emailed code → Request sent."""
+    t.wait_heading("Sign in")
+    t.say("On the sign-in page, select New User Registration.")
+    t.click(t.page.get_by_role("link", name="New User Registration"))
+    t.page.wait_for_url(REGISTER_URL)
+    t.wait_heading("New User Registration", level=1)
+    answer = _captcha_answer(t.page, portal)
+    t.say("Fill in the request. Every field is required: start with your name and job title.")
+    for label, value in (("First name", who.first_name), ("Last name", who.last_name), ("Job title", "Dispatcher")):
+        t.type_into(t.page.get_by_label(label), value)
+    t.say("Choose your agency by its name or its ORI, then give your work email at your agency's domain.")
+    t.type_into(t.page.get_by_label("Agency"), AGENCY)
+    t.type_into(t.page.get_by_label("Work email"), who.email)
+    t.say("Add your work phone, your supervisor's name, and why you need access.")
+    t.type_into(t.page.get_by_label("Work phone"), "(334) 555-0142")
+    t.type_into(t.page.get_by_label("Supervisor's name"), "Lt. Morgan Hale")
+    t.type_into(t.page.get_by_label("Reason for access"), "Dispatch queries for patrol units.")
+    t.say("Give the date of your CJIS security awareness training: it must be within the last year.")
+    trained = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 40 * 86400))
+    t.page.get_by_label("Date of your CJIS security awareness training").fill(trained)
+    t.pause(0.6)
+    t.say("Read the rules of behavior, then tick the box to accept them.")
+    t.page.locator("#rules").scroll_into_view_if_needed()
+    t.pause()
+    t.click(t.page.get_by_label("I have read the rules of behavior and I accept them."))
+    if shots:
+        shots.take(t.page, "register-form-desktop.png")
+    t.say("Type the characters in the picture, or play the audio and type the words you hear. Select Submit request.")
+    t.type_into(t.page.get_by_label("Enter the characters in the picture or the words in the audio"), answer)
+    t.click(t.button("Submit request"))
+
+    t.wait_heading("Confirm your work email", level=1)
+    if shots:
+        shots.take(t.page, "register-verify-desktop.png")
+    code = portal.mail_to(who.email, r"registration is: ([A-Z0-9]{8})")
+    t.say("AlaCOP emails a code to your work email. Type it, then select Confirm.")
+    t.type_into(t.page.get_by_label("Code from the email"), code)
+    t.click(t.button("Confirm"))
+    t.wait_heading("Request sent", level=1)
+    t.say("Your request goes to your agency's coordinator. You get an email when they decide.")
+
+
+def activate(t: Take, portal: Portal, who: Applicant, shots: Shots | None = None) -> Account:
+    """Open the approval email's link → choose a password → (the caller enrols a method)."""
+    username = portal.mail_to(who.email, r"Your username is ([a-z0-9]+)")
+    link = portal.mail_to(who.email, r"(/activate\?token=[\w-]+)")
+    t.page.goto(link)
+    t.wait_heading("Activate your account")
+    t.say(f"Once approved, the email gives you your username, here {username}, and a link to activate your account.")
+    if shots:
+        shots.take(t.page, "activate-desktop.png")
+    t.say("Choose your password: type it twice, then select Set password and continue.")
+    t.type_into(t.page.get_by_label("New password", exact=True), who.password)
+    t.type_into(t.page.get_by_label("Confirm new password", exact=True), who.password)
+    t.click(t.button("Set password and continue"))
+    return Account(username=username, password=who.password)
+
+
 # -- screenshots ------------------------------------------------------------------------------------
 @dataclass
 class Shots:
@@ -740,6 +849,36 @@ def record_recovery(browser: Browser, portal: Portal, video_tmp: Path) -> Record
     return browser.record(portal.url, video_tmp, script, "recovering-an-account")
 
 
+REGISTRANT = Applicant("Riley", "Nguyen", "riley.nguyen@demo.al.gov", "amber field 77 lantern calmly")
+
+
+def record_registering(browser: Browser, portal: Portal, video_tmp: Path) -> Recording:
+    def script(t: Take) -> None:
+        open_sign_in(t, "Go to the AlaCOP sign-in page.")
+        register(t, portal, REGISTRANT)
+        t.pause()
+        portal.approve(REGISTRANT.email)
+        account = activate(t, portal, REGISTRANT)
+        enrol_totp(t, account)
+        save_recovery_codes(t, account)
+        expect_apps(t)
+        t.pause()
+
+    return browser.record(portal.url, video_tmp, script, "registering")
+
+
+def take_registration_screenshots(browser: Browser, portal: Portal, shots: Shots) -> None:
+    """register-* and activate-* from the test-mode portal, where the CAPTCHA is answerable."""
+    who = Applicant("Jamie", "Ortiz", "jamie.ortiz@demo.al.gov", "granite 18 meadow lantern")
+    with browser.page(portal.url, label="screenshots jamie.ortiz") as page:
+        t = Take(page, time.monotonic(), slow=False)
+        page.goto("/login")
+        register(t, portal, who, shots)
+        portal.approve(who.email)
+        activate(t, portal, who, shots)
+        t.wait_heading("Choose a method")
+
+
 def take_screenshots(browser: Browser, portal: Portal, shots: Shots) -> None:
     """Sign-in, options, enrolment, recovery codes, apps, second factor and Security info (normal portal)."""
     with browser.page(portal.url, label="signin-desktop") as page:
@@ -894,7 +1033,7 @@ def _build(
 ) -> int:
     started = time.monotonic()
     need_normal = screenshots or any(s in ("signing-in", "first-sign-in") for s in slugs)
-    need_recovery = screenshots or "recovering-an-account" in slugs
+    need_recovery = screenshots or any(s in ("recovering-an-account", "registering") for s in slugs)
     normal = stack.enter_context(run_portal(workdir, "normal")) if need_normal else None
     recovery = None
     if need_recovery:
@@ -918,6 +1057,7 @@ def _build(
         assert recovery
         take_screenshots(browser, normal, shots)
         take_recovery_screenshots(browser, recovery, shots)
+        take_registration_screenshots(browser, recovery, shots)
         missing = sorted(set(SCREENSHOTS) - {p.name for p in shots.written})
         if missing:
             raise BuildError(f"screenshots not taken: {', '.join(missing)}")
@@ -934,9 +1074,10 @@ def _build(
         for tutorial in TUTORIALS:
             if tutorial.slug not in slugs:
                 continue
-            if tutorial.slug == "recovering-an-account":
+            if tutorial.slug in ("recovering-an-account", "registering"):
                 assert recovery
-                rec = record_recovery(browser, recovery, video_tmp)
+                recorder = record_recovery if tutorial.slug == "recovering-an-account" else record_registering
+                rec = recorder(browser, recovery, video_tmp)
             else:
                 assert normal
                 rec = recorders[tutorial.slug](browser, normal, video_tmp)
