@@ -9,13 +9,20 @@ CSP violation. Screenshots of both widths go to artifacts/screenshots/sweep/<nam
 
 from __future__ import annotations
 
+import email
+import email.policy
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
+from alacop.core.captcha import answer_for
 from alacop.help.content import HelpCenter
 
 from .a11y import PageResult, Sweep, axe_source
@@ -316,3 +323,107 @@ def recover_pages(open_sweep: Callable[[str], Sweep], recovery_portal: Portal) -
 def test_recover_page(name: str, recover_pages: dict[str, PageResult]) -> None:
     assert name in recover_pages, f"the sweep never reached {name}: it reached {sorted(recover_pages)}"
     recover_pages[name].assert_ok()
+
+
+# -- New User Registration and activation, on the portal in test mode -----------------------------------------
+REGISTER = (
+    "register-refused",
+    "register-verify",
+    "register-submitted",
+    "register-status",
+    "activate",
+    "activation-refused",
+)
+REGISTER_EMAIL = "sweep.register@demo.al.gov"
+
+
+def _captcha(page: Any, portal: Portal) -> str:
+    expect_captcha_picture_loaded(page)
+    src = page.locator(".captcha img").get_attribute("src") or ""
+    found = re.search(r"[?&]c=([\w-]+)", src)
+    assert found, src
+    return answer_for(portal.captcha_seed, found.group(1))
+
+
+def _outbox(portal: Portal, to: str, pattern: str) -> str:
+    for path in sorted((portal.data_dir / "outbox").glob("*.eml"), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        body = message.get_body(preferencelist=("plain",))
+        found = re.search(pattern, body.get_content() if body else "") if message["To"] == to else None
+        if found:
+            return found.group(1)
+    raise AssertionError(f"no mail to {to} matching {pattern!r}")
+
+
+@pytest.fixture(scope="module")
+def register_pages(open_sweep: Callable[[str], Sweep], recovery_portal: Portal) -> dict[str, PageResult]:
+    sweep = open_sweep(recovery_portal.url)
+    page = sweep.page
+    page.goto("/register")
+    _heading(page, "New User Registration")
+    # Every field left empty: each one marked, with its message.
+    page.get_by_label("Enter the characters in the picture or the words in the audio", exact=False).fill(
+        _captcha(page, recovery_portal)
+    )
+    page.get_by_role("button", name="Submit request").click()
+    expect(page.get_by_role("alert")).to_contain_text("Check the fields marked below.")
+    sweep.check("register-refused")
+    for field, value in (
+        ("first_name", "Sweep"),
+        ("last_name", "Register"),
+        ("title", "Clerk"),
+        ("agency", "AL0000000"),
+        ("email", REGISTER_EMAIL),
+        ("phone", "334 555 0199"),
+        ("supervisor", "Sgt. Lee"),
+        ("reason", "Records."),
+    ):
+        page.locator(f"#{field}").fill(value)
+    page.locator("#training_date").fill((date.today() - timedelta(days=5)).isoformat())
+    page.locator("#accept_rules").check()
+    page.locator("#captcha").fill(_captcha(page, recovery_portal))
+    page.get_by_role("button", name="Submit request").click()
+    _heading(page, "Confirm your work email")
+    sweep.check("register-verify")
+    page.get_by_label("Code from the email").fill(_outbox(recovery_portal, REGISTER_EMAIL, r"registration is: (\w+)"))
+    page.get_by_role("button", name="Confirm").click()
+    _heading(page, "Request sent")
+    sweep.check("register-submitted")
+    page.get_by_role("link", name="status page").click()
+    _heading(page, "Your registration request")
+    sweep.check("register-status")
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "alacop.cli", "registrations", "list", "--json"],
+        env=recovery_portal.env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    (request_id,) = [r["id"] for r in json.loads(listed.stdout) if r["email"] == REGISTER_EMAIL]
+    subprocess.run(
+        [sys.executable, "-m", "alacop.cli", "registrations", "approve", request_id],
+        env=recovery_portal.env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    page.goto(_outbox(recovery_portal, REGISTER_EMAIL, r"(/activate\?token=[\w-]+)"))
+    _heading(page, "Activate your account")
+    sweep.check("activate")
+    response = page.goto("/activate?token=not-a-real-link")
+    assert response is not None and response.status == 410
+    _heading(page, "This link does not work")
+    sweep.check(
+        "activation-refused",
+        expected=(
+            f"console error: Failed to load resource: the server responded with a status of 410 (Gone) ({page.url}:0)",
+        ),
+    )
+    return sweep.results
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n, marks=_marks(n)) for n in REGISTER])
+def test_register_page(name: str, register_pages: dict[str, PageResult]) -> None:
+    assert name in register_pages, f"the sweep never reached {name}: it reached {sorted(register_pages)}"
+    register_pages[name].assert_ok()
