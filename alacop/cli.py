@@ -19,13 +19,17 @@ from typing import Any
 
 from alacop.config import Settings, ensure_secret, load_settings
 from alacop.core.accounts import Role, UserStatus
+from alacop.core.approvals import Approvals
 from alacop.core.audit import AuditChain, AuditEvent, EventType, Outcome, verify_chain
+from alacop.core.authz import Actor
 from alacop.core.clock import parse_iso
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError, ConfigError
+from alacop.core.maintenance import run_maintenance
 from alacop.core.passwords import BannedList
+from alacop.core.registration import RegistrationStatus
 from alacop.store.database import migrate
 from alacop.wiring import banned_override, build_deps
 
@@ -108,6 +112,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 DEMO_ORI = "AL0000000"
 DEMO_USER = "demo01"
+DEMO_COORDINATOR = "democo"
 DEMO_PASSWORD = "correct horse battery staple 2026"
 
 
@@ -135,6 +140,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 password=DEMO_PASSWORD,
                 ctx=CTX,
             )
+        async with deps.store.transaction() as tx:
+            coordinator = await tx.users.by_username(DEMO_COORDINATOR)
+        if coordinator is None:
+            # Registration requests to the demo agency (@demo.al.gov) go to this coordinator's queue.
+            coordinator, _ = await directory.create_user(
+                DEMO_COORDINATOR,
+                agency_ori=DEMO_ORI,
+                email="democo@demo.al.gov",
+                name="Dana Coordinator",
+                role=Role.COORDINATOR,
+                password=DEMO_PASSWORD,
+                ctx=CTX,
+            )
+            async with deps.store.transaction() as tx:
+                await tx.agencies.set_coordinators(coordinator.agency_id, [coordinator.id])
         return 0
 
     _run(settings, seed)
@@ -144,6 +164,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  sign in as: {DEMO_USER}@{settings.branding.domain}\n"
         f"  password:   {DEMO_PASSWORD}\n"
         "  the first sign-in asks for a new password, then an authenticator app or security key\n"
+        f"  agency coordinator (the /admin console): {DEMO_COORDINATOR}@{settings.branding.domain}, same password;\n"
+        "    coordinators set up two kinds of method: an authenticator app and a security key or passkey\n"
+        f"  New User Registration: use an @demo.al.gov email and agency {DEMO_ORI}\n"
         f"  mail the portal sends is saved in {settings.data_dir / 'outbox'}\n",
         flush=True,
     )
@@ -169,6 +192,52 @@ def cmd_agencies_list(args: argparse.Namespace) -> int:
             )
             for agency in agencies:
                 print(f"{agency.ori}\t{agency.name}\t{','.join(agency.email_domains)}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+# -- registration requests ---------------------------------------------------------------------------
+def cmd_registrations_list(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        status = None if args.status == "all" else RegistrationStatus(args.status)
+        requests = await Approvals(deps).queue(Actor.operator(), status)
+        async with deps.store.read() as db:
+            oris = {a.id: a.ori for a in await db.agencies.list()}
+        rows = [
+            {
+                "id": r.id,
+                "status": str(r.status),
+                "agency": oris.get(r.agency_id, "?"),
+                "name": r.application.full_name,
+                "email": r.application.email,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in requests
+        ]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            for row in rows:
+                print("\t".join(row[k] for k in ("id", "status", "agency", "name", "email", "created_at")))
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_registrations_approve(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        user = await Approvals(deps).approve(Actor.operator(), args.id, CTX)
+        print(f"approved: account {user.username} created; the activation link was emailed to {user.email}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_registrations_deny(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        await Approvals(deps).deny(Actor.operator(), args.id, args.reason, CTX)
+        print("denied; the applicant was emailed the reason")
         return 0
 
     return _run(_settings(), work)
@@ -375,6 +444,26 @@ def _when(value: str | None, flag: str) -> datetime | None:
         raise Fail(f"{flag}: not an ISO 8601 time: {value!r}") from exc
 
 
+# -- maintenance -------------------------------------------------------------------------------------
+def cmd_maintenance(args: argparse.Namespace) -> int:
+    """Account upkeep (CJIS AC-2(3), training); `serve` runs the same every hour. Safe to run again."""
+
+    async def work(deps: Deps) -> int:
+        report = await run_maintenance(deps, CTX)
+        counts = report.as_dict()
+        if args.json:
+            print(json.dumps(counts, sort_keys=True))
+        else:
+            for name, value in counts.items():
+                print(f"{name}: {value}")
+        if report.errors:
+            print(f"alacop: {report.errors} accounts or steps failed; see the log", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run(_settings(), work)
+
+
 # -- parser ------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alacop", description="AlaCOP Portal")
@@ -402,6 +491,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email-domain", action="append")
     p.set_defaults(func=cmd_agencies_create)
     agencies.add_parser("list").set_defaults(func=cmd_agencies_list)
+
+    registrations = sub.add_parser("registrations", help="New User Registration requests").add_subparsers(
+        dest="action", required=True
+    )
+    p = registrations.add_parser("list")
+    p.add_argument("--status", choices=[*(str(s) for s in RegistrationStatus), "all"], default="pending")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_registrations_list)
+    p = registrations.add_parser("approve", help="create the account and email its activation link")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_registrations_approve)
+    p = registrations.add_parser("deny", help="refuse the request; the applicant is emailed the reason")
+    p.add_argument("id")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_registrations_deny)
 
     users = sub.add_parser("users").add_subparsers(dest="action", required=True)
     p = users.add_parser("create")
@@ -444,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     help_cmd = sub.add_parser("help", help="the help center").add_subparsers(dest="action", required=True)
     # Handled in main() before parsing; listed here so `alacop --help` shows it.
     help_cmd.add_parser("build", help="record tutorials and screenshots in headless Chromium (see docs)")
+
+    p = sub.add_parser("maintenance", help="disable inactive or untrained accounts, warn, expire requests")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    p.set_defaults(func=cmd_maintenance)
 
     audit = sub.add_parser("audit").add_subparsers(dest="action", required=True)
     audit.add_parser("verify").set_defaults(func=cmd_audit_verify)

@@ -374,3 +374,34 @@ def test_reset_methods_after_reproofing(app_factory, cli_env: str, capsys: pytes
     reset = next(r for r in h.audit() if r.type == "MethodsReset")
     assert "Badge and driver licence seen in person" in reset.details
     assert '"before":{"methods":1,"recovery_codes":10}' in reset.details
+
+
+def test_maintenance_disables_an_old_inactive_account_and_prints_the_counts(  # type: ignore[no-untyped-def]
+    app_factory, cli_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from alacop.core.clock import FrozenClock
+
+    # The command reads the system clock: the account was created, and last used, 100 days ago.
+    h: Harness = app_factory(clock=FrozenClock(datetime.now(UTC) - timedelta(days=100)))
+    h.create_user("cs0101")
+    h.create_user("cs0102")
+    h.clock.set(datetime.now(UTC) - timedelta(days=80))
+    assert h.sign_in("cs0102").url.path == "/apps"  # 10 days to go: warned
+    code, out, _ = run(capsys, "maintenance", "--json")
+    assert code == 0
+    counts = json.loads(out)
+    assert (counts["disabled_inactive"], counts["warned_inactive"], counts["errors"]) == (1, 1, 0)
+    assert h.user("cs0101").status == "disabled"  # type: ignore[union-attr]
+    assert h.user("cs0102").active  # type: ignore[union-attr]
+    # No SMTP server: the two letters wait in the outbox.
+    assert len(list((tmp_path / "data" / "outbox").glob("*.eml"))) == 2
+    (ran,) = [r for r in h.audit() if r.type == "MaintenanceRun"]
+    assert ran.user_agent.startswith("alacop-cli ")
+
+    code, out, _ = run(capsys, "maintenance")
+    assert code == 0
+    lines = out.splitlines()
+    assert "disabled_inactive: 0" in lines and "warned_inactive: 0" in lines and "errors: 0" in lines
+    assert len([r for r in h.audit() if r.type == "MaintenanceRun"]) == 2

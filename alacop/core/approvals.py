@@ -279,7 +279,7 @@ class Approvals:
 
     async def deny(self, actor: Actor, registration_id: str, reason: str, ctx: RequestContext) -> Registration:
         why = " ".join(reason.split())
-        if not why or len(why) > MAX_REASON:
+        if not why or len(why) > MAX_REASON or any(ord(c) < 32 or ord(c) == 127 for c in why):
             raise InvalidInput(f"give the reason for denying (1-{MAX_REASON} characters)", code="reason_required")
         registration = await self._pending(actor, registration_id)
         now = self._deps.clock.now()
@@ -387,7 +387,11 @@ class Approvals:
         token = new_token(32)
         async with self._deps.store.transaction() as tx:
             await tx.activations.replace(ActivationLink(token_hash(token), user.id, now, now + ACTIVATION_LIFETIME))
-            await tx.audit.append(self._link_event(actor, user, now, "reissued"), ctx)
+            event = self._link_event(actor, user, now, "reissued")
+            expires = (now + ACTIVATION_LIFETIME).isoformat()
+            # AU-3: what changed; the earlier link stopped working when this one was stored.
+            changes = {"before": {"activation_link": "earlier link"}, "after": {"activation_link": f"until {expires}"}}
+            await tx.audit.append(replace(event, details={**event.details, **changes}), ctx)
         await self._send(self._approved_mail(user, agency, token), "activation_link", ctx, user.id, agency.id)
 
     async def activation_user(self, token: str) -> User:
@@ -422,7 +426,8 @@ class Approvals:
             # Spent and set in one transaction: a second use of the link (or a race) finds it spent.
             if not await tx.activations.spend(token_hash(token), now):
                 raise ActivationRefused("link spent meanwhile")
-            await tx.users.update(activated)
+            if not await tx.users.set_password(user.id, password_hash, now, first=True):
+                raise ActivationRefused("account disabled or activated meanwhile")
             await tx.audit.append(
                 AuditEvent(
                     EventType.ACCOUNT_ACTIVATED,

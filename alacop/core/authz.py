@@ -68,11 +68,16 @@ class Actor:
             raise StepUpRequired("re-authenticate to make changes")
 
     def require_user(self, target: User, *, change: bool) -> None:
-        """May act on this account: in scope, and never on an account that outranks the actor."""
-        self.require_agency(target.agency_id, change=change)
+        """May act on this account: in scope, and never on an account that outranks the actor.
+
+        Scope and rank are checked before recency, so a refusal never turns into a re-authentication prompt.
+        """
+        self.require_agency(target.agency_id, change=False)
         if change and not self.is_admin and target.role is not Role.USER:
             # A coordinator cannot disable or reset another coordinator or an administrator.
             raise Forbidden("coordinators act on user accounts only")
+        if change and not self.fresh:
+            raise StepUpRequired("re-authenticate to make changes")
 
 
 async def actor_for(deps: Deps, user: User, session: Session) -> Actor:

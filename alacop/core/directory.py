@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import replace
 
 from alacop.core.accounts import (
@@ -16,12 +17,17 @@ from alacop.core.accounts import (
     validate_username,
 )
 from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.clock import isoformat
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.errors import Conflict, InvalidInput, NotFound
 from alacop.core.notify import notify
 from alacop.core.passwords import check_password, temporary_password
+from alacop.core.ports import Transaction
 from alacop.core.sessions import EndReason
+
+# User.meta key: when a disabled account was last enabled (ISO 8601 UTC); maintenance counts it as activity.
+ENABLED_AT = "enabled_at"
 
 
 class Directory:
@@ -35,7 +41,7 @@ class Directory:
         self, ori: str, name: str, email_domains: list[str], ctx: RequestContext, actor_id: str | None = None
     ) -> Agency:
         clean_name = name.strip()
-        if not clean_name or len(clean_name) > 200:
+        if not clean_name or len(clean_name) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in clean_name):
             raise InvalidInput("an agency name is 1-200 characters", code="invalid_name")
         agency = Agency(
             id=str(uuid.uuid4()),
@@ -55,11 +61,13 @@ class Directory:
                     actor_id=actor_id,
                     agency_id=agency.id,
                     details={
+                        # AU-3: before and after; nothing existed before a creation.
+                        "before": None,
                         "after": {
                             "ori": agency.ori,
                             "name": agency.name,
                             "email_domains": list(agency.email_domains),
-                        }
+                        },
                     },
                 ),
                 ctx,
@@ -82,8 +90,8 @@ class Directory:
         uname = validate_username(username)
         contact = validate_email(email)
         display = name.strip() or uname
-        if len(display) > 200:
-            raise InvalidInput("a name is at most 200 characters", code="invalid_name")
+        if len(display) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in display):
+            raise InvalidInput("a name is at most 200 printable characters", code="invalid_name")
         generated = None
         if password is None:
             generated = password = temporary_password()
@@ -168,34 +176,63 @@ class Directory:
         return was_locked
 
     async def set_status(
-        self, username: str, status: UserStatus, ctx: RequestContext, actor_id: str | None = None
+        self,
+        username: str,
+        status: UserStatus,
+        ctx: RequestContext,
+        actor_id: str | None = None,
+        *,
+        reason: str = "",
     ) -> User:
         user = await self._user(username)
-        now = self._deps.clock.now()
-        changed = replace(user, status=status, disabled_at=now if status is UserStatus.DISABLED else None)
-        event_type = EventType.ACCOUNT_DISABLED if status is UserStatus.DISABLED else EventType.ACCOUNT_ENABLED
         async with self._deps.store.transaction() as tx:
-            await tx.users.update(changed)
-            ended = 0
-            if status is UserStatus.DISABLED:
-                # CJIS AC-2 / ASVS 7.4: disabling an account ends its sessions at once.
-                ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.ACCOUNT_DISABLED)
-            await tx.audit.append(
-                AuditEvent(
-                    event_type,
-                    Outcome.SUCCESS,
-                    actor_id=actor_id,
-                    subject_id=user.id,
-                    subject_name=self._identifier(user.username),
-                    agency_id=user.agency_id,
-                    details={
-                        "before": {"status": str(user.status)},
-                        "after": {"status": str(status)},
-                        "sessions_ended": ended,
-                    },
-                ),
-                ctx,
-            )
+            # Read again under the row lock, so a change made meanwhile is not overwritten.
+            current = await tx.users.get(user.id, for_update=True) or user
+            return await self.apply_status(tx, current, status, ctx, actor_id=actor_id, reason=reason)
+
+    async def apply_status(
+        self,
+        tx: Transaction,
+        user: User,
+        status: UserStatus,
+        ctx: RequestContext,
+        *,
+        actor_id: str | None = None,
+        reason: str = "",
+        details: Mapping[str, object] | None = None,
+    ) -> User:
+        """Enable or disable inside the caller's transaction; disabling ends every session at once."""
+        now = self._deps.clock.now()
+        meta = dict(user.meta)
+        if status is UserStatus.ACTIVE and user.status is not UserStatus.ACTIVE:
+            # Re-enabling counts as activity for the 90-day rule (core/maintenance.py), or the next
+            # hourly run would disable the account again at once (CJIS AC-2(3)).
+            meta[ENABLED_AT] = isoformat(now)
+        changed = replace(user, status=status, disabled_at=now if status is UserStatus.DISABLED else None, meta=meta)
+        event_type = EventType.ACCOUNT_DISABLED if status is UserStatus.DISABLED else EventType.ACCOUNT_ENABLED
+        await tx.users.update(changed)
+        ended = 0
+        if status is UserStatus.DISABLED:
+            # CJIS AC-2 / ASVS 7.4: disabling an account ends its sessions at once.
+            ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.ACCOUNT_DISABLED)
+        await tx.audit.append(
+            AuditEvent(
+                event_type,
+                Outcome.SUCCESS,
+                reason,
+                actor_id=actor_id,
+                subject_id=user.id,
+                subject_name=self._identifier(user.username),
+                agency_id=user.agency_id,
+                details={
+                    **(details or {}),
+                    "before": {"status": str(user.status)},
+                    "after": {"status": str(status)},
+                    "sessions_ended": ended,
+                },
+            ),
+            ctx,
+        )
         return changed
 
     async def reset_methods(

@@ -6,6 +6,8 @@ from __future__ import annotations
 class AlacopError(Exception):
     code = "error"
     status = 400
+    # Set once the refusal is in the audit trail, so the web error page does not record it twice.
+    audited = False
 
     def __init__(self, detail: str = "", *, code: str | None = None) -> None:
         super().__init__(detail or self.code)

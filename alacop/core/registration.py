@@ -129,6 +129,12 @@ def check_application(
 ) -> tuple[Application | None, list[FieldProblem]]:
     """Every field checked, with one plain message per problem; an Application only when all pass."""
     problems: list[FieldProblem] = []
+    # Control characters (NUL among them, which PostgreSQL refuses in text) belong in no field.
+    for name, value in form.items():
+        if any((ord(c) < 32 and c not in "\t\r\n") or ord(c) == 127 for c in value):
+            problems.append(FieldProblem(name, "Remove the characters that cannot be typed from this field."))
+    if problems:
+        return None, problems
     first = _text(form.get("first_name", ""), "first_name", "first name", 100, problems)
     last = _text(form.get("last_name", ""), "last_name", "last name", 100, problems)
     title = _text(form.get("title", ""), "title", "job title", 100, problems)

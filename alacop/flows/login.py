@@ -407,10 +407,11 @@ class LoginService:
         if not user.active:
             return await self._refuse(flow, user, identifier, ctx, self._disabled, "account_disabled", base)
 
-        if self._password.needs_rehash(user):
+        if self._password.needs_rehash(user) and user.password_hash:
+            old_hash = user.password_hash
             user = await self._password.rehashed(user, password)
             async with deps.store.transaction() as tx:
-                await tx.users.update(user)
+                await tx.users.rehash(user.id, old_hash, user.password_hash or "")
                 await tx.audit.append(
                     AuditEvent(
                         EventType.PASSWORD_REHASHED,
@@ -492,7 +493,10 @@ class LoginService:
             if not await tx.flows.delete(flow.id):
                 raise FlowInvalid("flow already finished")
             await tx.throttles.clear(flow.identifier)
-            await tx.users.update(user)
+            # Only the sign-in time is written, and only while the account is still active: a disable
+            # (by a coordinator or maintenance) since this flow read the account stands.
+            if not await tx.users.record_sign_in(user.id, now):
+                raise FlowInvalid("account disabled during sign-in")
             await tx.audit.append(
                 AuditEvent(
                     EventType.LOGIN_SUCCEEDED,

@@ -427,7 +427,8 @@ class RecoveryService:
         changed = await self._password.with_new_password(user, new, now)
         done = flow.move(RecoveryState.DONE, Message("password_reset", "Your password has been reset.", "success"))
         async with self._deps.store.transaction() as tx:
-            await tx.users.update(changed)
+            if not await tx.users.set_password(user.id, changed.password_hash or "", now):
+                raise FlowInvalid("account disabled during recovery")
             # Whoever had a session with the old password loses it; the lock goes with the old password.
             ended = await tx.sessions.end_all_for_user(user.id, now, EndReason.PASSWORD_CHANGED)
             await tx.throttles.clear(flow.identifier)

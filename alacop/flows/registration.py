@@ -354,9 +354,7 @@ class RegistrationService:
             ctx,
         )
         # A duplicate stores the hash of a code nobody was sent: no answer can ever match it.
-        notice = Message(
-            "code_sent", f"We sent a code to {application.email}. It may take a minute to arrive.", "info"
-        )
+        notice = Message("code_sent", f"We sent a code to {application.email}. It may take a minute to arrive.", "info")
         changes: dict[str, object] = {
             "draft": draft,
             "problems": (),
@@ -377,8 +375,9 @@ class RegistrationService:
             raise FlowInvalid("resend out of turn")
         if flow.resends_left <= 0:
             return await self._back_to_form(flow, NO_TRIES)
+        application = Application.from_dict(flow.application)
         flow = replace(flow, resends_left=flow.resends_left - 1)
-        return await self._send_code(flow, Application.from_dict(flow.application), flow.draft, ctx, first=False)
+        return await self._send_code(flow, application, flow.draft, ctx, first=False)
 
     async def edit(self, flow: RegistrationFlow, csrf: str) -> RegistrationFlow:
         check_csrf(flow.to_record(), csrf)

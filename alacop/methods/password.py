@@ -17,6 +17,9 @@ from alacop.core.sessions import EndReason
 MAX_PASSWORD_INPUT = 1024
 CURRENT_WRONG = PasswordProblem("current_password_wrong", "Your current password is incorrect.")
 REUSED = PasswordProblem("password_reused", "Choose a password different from your current one.")
+DISABLED = PasswordProblem(
+    "account_disabled", "Your account is disabled. Contact your agency coordinator or the Support Center."
+)
 LOCKED = PasswordProblem(
     "account_locked",
     "Your account is locked after too many failed attempts. Unlock it with “Can't access your account?”, "
@@ -132,7 +135,9 @@ class PasswordMethod:
         now = deps.clock.now()
         changed = await self.with_new_password(user, new, now)
         async with deps.store.transaction() as tx:
-            await tx.users.update(changed)
+            if not await tx.users.set_password(user.id, changed.password_hash or "", now):
+                # Disabled since it was read: the change is refused, and nothing else is written.
+                return ChangeOutcome(problem=DISABLED)
             ended = 0
             for other in await tx.sessions.active_for_user(user.id):
                 if other.id_hash != keep_session:

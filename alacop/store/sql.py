@@ -181,8 +181,9 @@ class SqlUsers(_Repo):
             detail="that username is taken",
         )
 
-    async def get(self, user_id: str) -> User | None:
-        row = await self.conn.fetchrow(f"SELECT {_USER_FIELDS} FROM users WHERE id = $1", user_id)
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+        lock = self.conn.for_update if for_update else ""
+        row = await self.conn.fetchrow(f"SELECT {_USER_FIELDS} FROM users WHERE id = $1{lock}", user_id)
         return self._user(row) if row else None
 
     async def by_username(self, username: str) -> User | None:
@@ -205,6 +206,30 @@ class SqlUsers(_Repo):
             "last_login_at = $12, disabled_at = $13, meta = $14, training_date = $15 WHERE id = $1",
             *self._values(user),
         )
+
+    async def record_sign_in(self, user_id: str, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE users SET last_login_at = $2 WHERE id = $1 AND status = 'active'", user_id, self.conn.ts(at)
+        )
+        return count > 0
+
+    async def set_password(
+        self, user_id: str, password_hash: str, changed_at: datetime, *, first: bool = False
+    ) -> bool:
+        sql = (
+            "UPDATE users SET password_hash = $2, password_changed_at = $3, must_change_password = $4 "
+            "WHERE id = $1 AND status = 'active'"
+        )
+        if first:
+            sql += " AND password_hash IS NULL"
+        count = await self.conn.execute(sql, user_id, password_hash, self.conn.ts(changed_at), False)
+        return count > 0
+
+    async def rehash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        count = await self.conn.execute(
+            "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2", user_id, old_hash, new_hash
+        )
+        return count > 0
 
     async def by_email(self, email: str) -> Sequence[User]:
         rows = await self.conn.fetch(

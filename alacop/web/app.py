@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import mimetypes
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError
 from alacop.core.housekeeping import purge_expired_flows
 from alacop.core.mail import Mailer
+from alacop.core.maintenance import maintenance_context, run_maintenance
 from alacop.core.passwords import PasswordHasher
 from alacop.core.ports import RateLimiter
 from alacop.core.session_manager import SessionManager
@@ -41,7 +43,7 @@ from alacop.help.content import HelpCenter
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
-from alacop.web.routes import account, login, pages, recover, register, security
+from alacop.web.routes import account, admin, login, pages, recover, register, security
 from alacop.web.routes import help as help_routes
 from alacop.wiring import build_deps
 
@@ -86,6 +88,25 @@ async def _housekeeping(deps: Deps) -> None:
             log.exception("housekeeping failed")
 
 
+# Account upkeep (core/maintenance.py): first shortly after start, then hourly. Every instance runs it;
+# the run is idempotent and each account is decided under its row lock, so instances need no coordination.
+MAINTENANCE_FIRST_SECONDS = 60.0
+MAINTENANCE_JITTER_SECONDS = 60.0
+MAINTENANCE_SECONDS = 3600.0
+
+
+async def _maintenance(deps: Deps) -> None:
+    # A random offset keeps instances started together from running at the same moment.
+    await asyncio.sleep(MAINTENANCE_FIRST_SECONDS + random.uniform(0, MAINTENANCE_JITTER_SECONDS))  # noqa: S311
+    while True:
+        try:
+            report = await run_maintenance(deps, maintenance_context("serve"))
+            log.info("maintenance: %s", " ".join(f"{k}={v}" for k, v in report.as_dict().items()))
+        except Exception:  # upkeep must never take the portal down; the next round retries
+            log.exception("maintenance failed")
+        await asyncio.sleep(MAINTENANCE_SECONDS)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -121,12 +142,14 @@ def create_app(
             cookie_prefix=settings.cookie_prefix,
         )
         upkeep = asyncio.create_task(_housekeeping(deps))
+        accounts_upkeep = asyncio.create_task(_maintenance(deps))
         try:
             yield
         finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
+            for task in (upkeep, accounts_upkeep):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await deps.limiter.close()
             await deps.store.close()
 
@@ -168,6 +191,30 @@ def create_app(
         Route("/recover/choose", recover.choose, methods=["POST"]),
         Route("/recover/password", recover.new_password, methods=["POST"]),
         Route("/recover/unlock", recover.unlock, methods=["POST"]),
+        Route("/admin", admin.home, methods=["GET"]),
+        Route("/admin/users", admin.users, methods=["GET"]),
+        Route("/admin/users/{user_id}", admin.user, methods=["GET"]),
+        Route("/admin/users/{user_id}/unlock", admin.unlock, methods=["POST"]),
+        Route("/admin/users/{user_id}/disable", admin.disable, methods=["POST"]),
+        Route("/admin/users/{user_id}/enable", admin.enable, methods=["POST"]),
+        Route("/admin/users/{user_id}/reset-methods", admin.reset_methods, methods=["POST"]),
+        Route("/admin/users/{user_id}/activation-link", admin.activation_link, methods=["POST"]),
+        Route("/admin/users/{user_id}/training", admin.training, methods=["POST"]),
+        Route("/admin/users/{user_id}/end-sessions", admin.end_sessions, methods=["POST"]),
+        Route("/admin/users/{user_id}/role", admin.role, methods=["POST"]),
+        Route("/admin/requests", admin.requests, methods=["GET"]),
+        Route("/admin/requests/{registration_id}", admin.request_page, methods=["GET"]),
+        Route("/admin/requests/{registration_id}/approve", admin.approve, methods=["POST"]),
+        Route("/admin/requests/{registration_id}/deny", admin.deny, methods=["POST"]),
+        Route("/admin/agencies", admin.agencies, methods=["GET"]),
+        Route("/admin/agencies", admin.create_agency, methods=["POST"]),
+        Route("/admin/agencies/{agency_id}", admin.agency, methods=["GET"]),
+        Route("/admin/agencies/{agency_id}", admin.update_agency, methods=["POST"]),
+        Route("/admin/agencies/{agency_id}/coordinators", admin.coordinators, methods=["POST"]),
+        Route("/admin/policy", admin.policy, methods=["GET"]),
+        Route("/admin/audit", admin.audit, methods=["GET"]),
+        Route("/admin/audit/export", admin.export, methods=["POST"]),
+        Route("/admin/audit/verify", admin.verify, methods=["GET"]),
         Route("/register", register.page, methods=["GET"]),
         Route("/register/submit", register.submit, methods=["POST"]),
         Route("/register/captcha/new", register.new_captcha, methods=["POST"]),
@@ -211,6 +258,10 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "not_found": ("Page not found", "Check the address, or go to the sign-in page."),
     "flow_invalid": ("This took too long", "Start again from the sign-in page."),
     "flow_expired": ("This took too long", "Start again from the sign-in page."),
+    "forbidden": (
+        "You can't do that here",
+        "The console is for agency coordinators and administrators, each within their own agencies.",
+    ),
 }
 
 
@@ -219,10 +270,12 @@ async def _alacop_error(request: Request, exc: Exception) -> Response:
     title, text = _PUBLIC.get(exc.code, ("We could not accept that request", "Go back and try again."))
     event_type = EventType.RATE_LIMITED if exc.code == "rate_limited" else EventType.REQUEST_REFUSED
     try:
-        await http.portal(request).audit(
-            AuditEvent(event_type, Outcome.FAILURE, exc.code, details={"path": request.url.path[:200]}),
-            request,
-        )
+        # A refusal the core already recorded (the console's ConsoleRefused) is not written twice.
+        if not exc.audited:
+            await http.portal(request).audit(
+                AuditEvent(event_type, Outcome.FAILURE, exc.code, details={"path": request.url.path[:200]}),
+                request,
+            )
     except Exception:  # the refusal itself must still reach the user
         log.exception("could not audit a refused request")
     return await error_page(request, exc.status, exc.code, title, text)

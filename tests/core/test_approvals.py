@@ -103,8 +103,9 @@ def test_users_cannot_decide_and_stale_sign_ins_must_step_up(r: Registering) -> 
 # -- decisions ----------------------------------------------------------------------------------------
 def test_denial_needs_a_reason_and_tells_the_applicant(r: Registering) -> None:
     request = _request(r)
-    with pytest.raises(InvalidInput):
-        r.h.run(r.h.portal.approvals.deny, r.admin(), request.id, "   ", CTX)
+    for bad in ("   ", "no\x00", "x" * 501):
+        with pytest.raises(InvalidInput):
+            r.h.run(r.h.portal.approvals.deny, r.admin(), request.id, bad, CTX)
     r.h.run(r.h.portal.approvals.deny, r.admin(), request.id, "Not employed by this agency.", CTX)
     assert _status(r, request.id) is RegistrationStatus.DENIED
     mail = r.mail.last("casey.smith@mpd.example.gov")

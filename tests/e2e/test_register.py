@@ -158,6 +158,9 @@ def _approve_on_the_console(page: Any) -> None:
     page.get_by_role("button", name="Approve", exact=True).click()
     expect(page.locator("#main .msg-success")).to_contain_text("approved")
     expect(page.locator("[data-fact=status]")).to_have_text("approved")
+    page.locator("[data-fact=account]").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Riley Nguyen")
+    expect(page.locator("#main")).to_contain_text("rn0101")
 
 
 def _activate(page: Any, portal: Portal) -> str:

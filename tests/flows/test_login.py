@@ -488,3 +488,42 @@ def test_a_sign_in_begun_before_a_password_reset_cannot_finish(harness: Harness)
     done = harness.finish(page)
     assert done.status_code == 400
     assert "alacop_session" not in harness.client.cookies
+
+
+# -- changes made by others while a sign-in is under way --------------------------------------------
+def _update_stored(harness: Harness, **changes: object) -> None:
+    from dataclasses import replace as dc_replace
+
+    async def go() -> None:
+        async with harness.portal.deps.store.transaction() as tx:
+            stored = await tx.users.by_username("cs0101")
+            assert stored is not None
+            await tx.users.update(dc_replace(stored, **changes))  # type: ignore[arg-type]
+
+    harness.run(go)
+
+
+def test_an_account_disabled_mid_sign_in_gets_no_session_and_stays_disabled(harness: Harness) -> None:
+    from alacop.core.accounts import UserStatus
+
+    harness.create_user()
+    page = harness.password(harness.identifier("cs0101"), STRONG)
+    assert page.template.name == "login/second_factor.html"
+    _update_stored(harness, status=UserStatus.DISABLED)
+    finished = harness.finish(page)
+    assert finished.template.name != "apps.html"
+    assert "LoginSucceeded" not in harness.audit_types()
+    user = harness.user("cs0101")
+    assert user is not None and user.status is UserStatus.DISABLED and user.last_login_at is None
+
+
+def test_a_sign_in_writes_only_its_time_and_keeps_what_others_changed(harness: Harness) -> None:
+    from datetime import date
+
+    harness.create_user()
+    page = harness.password(harness.identifier("cs0101"), STRONG)
+    _update_stored(harness, training_date=date(2026, 5, 1), meta={"enabled_at": "2026-05-02T00:00:00Z"})
+    assert harness.finish(page).template.name == "apps.html"
+    user = harness.user("cs0101")
+    assert user is not None and user.last_login_at == harness.clock.now()
+    assert user.training_date == date(2026, 5, 1) and user.meta == {"enabled_at": "2026-05-02T00:00:00Z"}

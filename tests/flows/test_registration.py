@@ -112,6 +112,9 @@ def test_register_verify_approve_activate_enrol_and_reach_apps(r: Registering) -
         ({"first_name": "<script>"}, "first_name"),
         ({"phone": "call me"}, "phone"),
         ({"reason": "x" * 1001}, "reason"),
+        ({"email": "casey\x00smith@mpd.example.gov"}, "email"),
+        ({"reason": "patrol\x00"}, "reason"),
+        ({"title": "Clerk\x1b"}, "title"),
     ],
 )
 def test_refused_fields_keep_the_rest_of_the_form_and_send_nothing(

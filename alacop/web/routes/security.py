@@ -7,6 +7,7 @@ that a recovery code opened may not add or remove methods.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from datetime import timedelta
 
@@ -327,6 +328,16 @@ async def add_submit(request: Request) -> Response:
 
 # -- re-authentication (step-up) --------------------------------------------------------------------
 _NEXT = {"/account/security", "/account/password"}
+# Console pages: /admin and lower-case segments of letters, digits and dashes (ids are UUIDs). No scheme,
+# no host, no query, no dots, so the redirect after step-up can only land on the portal's own console.
+_ADMIN_NEXT = re.compile(r"/admin(/[a-z0-9-]{1,64}){0,4}")
+
+
+def _next(value: str) -> str:
+    """Where step-up returns to: one of the allowed local paths, else Security info."""
+    if value in _NEXT or (len(value) <= 300 and _ADMIN_NEXT.fullmatch(value)):
+        return value
+    return "/account/security"
 
 
 async def reauth_page(request: Request, messages: tuple[Message, ...] = ()) -> Response:
@@ -341,7 +352,7 @@ async def reauth_page(request: Request, messages: tuple[Message, ...] = ()) -> R
         {
             "user": who.user,
             "csrf_token": http.form_token(request, secret),
-            "next": nxt if nxt in _NEXT else "/account/security",
+            "next": _next(nxt),
             "messages": messages,
             "message_ids": [m.id for m in messages],
         },
@@ -420,5 +431,7 @@ async def reauth_submit(request: Request) -> Response:
             ctx,
         )
     nxt = values.get("next", "/account/security")
-    target = nxt if nxt in _NEXT else "/account/security"
-    return RedirectResponse(f"{target}?done=reauthenticated" if target == "/account/security" else target, 303)
+    target = _next(nxt)
+    if target == "/account/password":
+        return RedirectResponse(target, 303)
+    return RedirectResponse(f"{target}?done=reauthenticated", 303)

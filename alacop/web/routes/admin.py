@@ -1,0 +1,423 @@
+"""The coordinators' and administrators' console at /admin: thin routes over core/console.Console.
+
+Every page needs an AAL2 session and the coordinator or admin role; every rule about who may see or
+change what lives in the core, which audits each refusal. Here: read the request, call the core, and
+turn its answers into pages, redirects and downloads. `StepUpRequired` becomes a redirect to
+/account/reauth (CJIS IA-11); bad input shows the page again with a message and a 4xx status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from alacop.core.accounts import Role, UserStatus
+from alacop.core.audit import AuditChain, EventType, Outcome
+from alacop.core.authz import Actor, actor_for
+from alacop.core.console import MAX_ROWS, AuditFilter, Console
+from alacop.core.errors import AlacopError, Conflict, CsrfFailed, InvalidInput, NotFound, StepUpRequired
+from alacop.core.session_manager import Current
+from alacop.flows.base import Message
+from alacop.web import http
+from alacop.web.render import template
+from alacop.web.routes._common import rate_limit
+from alacop.web.routes.account import current, to_reauth
+
+Page = Callable[[Request, "Seat", tuple[Message, ...], int], Awaitable[Response]]
+Act = Callable[["Seat", dict[str, str]], Awaitable[str]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+_DONE = {
+    "reauthenticated": "Thank you. You can make changes for the next few minutes.",
+    "unlocked": "The account was unlocked.",
+    "not_locked": "The account was not locked; its failure counters were cleared.",
+    "disabled": "The account was disabled and its sessions ended.",
+    "enabled": "The account was enabled.",
+    "methods_reset": "The sign-in methods were removed. The user sets up new ones at their next sign-in.",
+    "link_sent": "A new activation link was sent; the earlier one no longer works.",
+    "training_updated": "The training date was updated.",
+    "sessions_ended": "Every session of the account was ended.",
+    "role_changed": "The role was changed and the account's sessions ended.",
+    "approved": "The request was approved and the activation link sent.",
+    "denied": "The request was denied and the applicant told why.",
+    "agency_created": "The agency was created.",
+    "agency_updated": "The agency was saved.",
+    "coordinators_changed": "The coordinators were saved.",
+}
+
+
+class Seat:
+    """Who is at the console for this request: the signed-in user, their Actor, and the service."""
+
+    def __init__(self, request: Request, who: Current, actor: Actor, console: Console) -> None:
+        self.request = request
+        self.who = who
+        self.actor = actor
+        self.console = console
+        self.ctx = http.context(request)
+
+    @property
+    def now(self) -> datetime:
+        return http.portal(self.request).deps.clock.now()
+
+    def page(
+        self, name: str, section: str, values: dict[str, object], messages: tuple[Message, ...], status: int
+    ) -> Response:
+        secret, _ = http.ensure_browser_secret(self.request)
+        done = self.request.query_params.get("done", "")
+        if not messages and done in _DONE:
+            messages = (Message(done, _DONE[done], "success"),)
+        ctx = {
+            "user": self.who.user,
+            "actor": self.actor,
+            "section": section,
+            "csrf_token": http.form_token(self.request, secret),
+            "messages": messages,
+            "message_ids": [m.id for m in messages],
+            **values,
+        }
+        return template(self.request, f"admin/{name}.html", ctx, status)
+
+
+def _console(request: Request) -> Console:
+    p = http.portal(request)
+    return Console(p.deps, p.directory, p.approvals, AuditChain(p.settings.audit_key))
+
+
+async def _seat(request: Request, action: str) -> Seat | Response:
+    """The console user, or the response that sends them away: /login, or a 403 (audited by the core)."""
+    who = await current(request)
+    if who is None:
+        return RedirectResponse("/login", status_code=303)
+    p = http.portal(request)
+    console = _console(request)
+    actor = await actor_for(p.deps, who.user, who.session)
+    await console.enter(actor, http.context(request), action)
+    return Seat(request, who, actor, console)
+
+
+def view(action: str, render: Page) -> Endpoint:
+    """A console page (GET)."""
+
+    async def endpoint(request: Request) -> Response:
+        seat = await _seat(request, action)
+        if isinstance(seat, Response):
+            return seat
+        return await render(request, seat, (), 200)
+
+    return endpoint
+
+
+def change(action: str, back: Page, back_path: Callable[[Request], str], act: Act) -> Endpoint:
+    """A console change (POST): rate limit, CSRF, session and role first; then the core decides.
+
+    `act` returns the `done` code and the browser goes back to `back_path` (redirect after POST). A
+    change outside the step-up window goes to /account/reauth and returns to `back_path`; bad input
+    shows the `back` page again with the reason and a 4xx status.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        await rate_limit(request, "console")
+        form = await http.read_form(request)
+        if not http.check_form_token(request, http.field(form, "csrf_token")):
+            raise CsrfFailed(f"console {action} without a valid token")
+        values = {k: http.field(form, k, max_length=2048) for k in form}
+        seat = await _seat(request, action)
+        if isinstance(seat, Response):
+            return seat
+        path = quote(back_path(request), safe="/-")
+        try:
+            done = await act(seat, values)
+        except StepUpRequired:
+            return to_reauth(path)
+        except (InvalidInput, Conflict) as exc:
+            return await back(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
+        return RedirectResponse(f"{path}?done={done}", status_code=303)
+
+    return endpoint
+
+
+def _refusal_text(exc: AlacopError) -> str:
+    text = exc.detail or "That was not accepted."
+    return text[0].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _param(request: Request, name: str) -> str:
+    return str(request.path_params.get(name, ""))
+
+
+# -- home ---------------------------------------------------------------------------------------------
+async def home(request: Request) -> Response:
+    seat = await _seat(request, "console")
+    if isinstance(seat, Response):
+        return seat
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+# -- users --------------------------------------------------------------------------------------------
+async def _users_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    q = request.query_params
+    wanted = {k: q.get(k, "")[:200] for k in ("q", "agency", "status", "role")}
+    try:
+        found = await seat.console.search_users(
+            seat.actor,
+            seat.ctx,
+            text=wanted["q"],
+            agency_id=wanted["agency"],
+            status=wanted["status"],
+            role=wanted["role"],
+        )
+    except (InvalidInput, NotFound) as exc:
+        found, messages, status = [], (Message(exc.code, _refusal_text(exc)),), 400
+    return seat.page(
+        "users",
+        "users",
+        {
+            "found": found,
+            "wanted": wanted,
+            "agencies": await seat.console.agencies_in_scope(seat.actor),
+            "statuses": [str(s) for s in UserStatus],
+            "roles": [str(r) for r in Role],
+            "max_rows": MAX_ROWS,
+        },
+        messages,
+        status,
+    )
+
+
+async def _user_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    shown = await seat.console.user(seat.actor, _param(request, "user_id"), seat.ctx)
+    # Hiding forms is a courtesy; the core refuses the same actions whatever is posted.
+    editable = shown.user.id != seat.actor.id and (seat.actor.is_admin or shown.user.role is Role.USER)
+    return seat.page(
+        "user",
+        "users",
+        {"shown": shown, "editable": editable, "roles": [str(r) for r in Role], "today": seat.now.date()},
+        messages,
+        status,
+    )
+
+
+users = view("search_users", _users_page)
+user = view("view_user", _user_page)
+
+
+def _user_path(request: Request) -> str:
+    return f"/admin/users/{_param(request, 'user_id')}"
+
+
+def _user_id(seat: Seat) -> str:
+    return _param(seat.request, "user_id")
+
+
+async def _unlock(seat: Seat, values: dict[str, str]) -> str:
+    return "unlocked" if await seat.console.unlock(seat.actor, _user_id(seat), seat.ctx) else "not_locked"
+
+
+async def _disable(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.set_status(seat.actor, _user_id(seat), UserStatus.DISABLED, seat.ctx)
+    return "disabled"
+
+
+async def _enable(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.set_status(seat.actor, _user_id(seat), UserStatus.ACTIVE, seat.ctx)
+    return "enabled"
+
+
+async def _reset_methods(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.reset_methods(seat.actor, _user_id(seat), values.get("note", ""), seat.ctx)
+    return "methods_reset"
+
+
+async def _activation_link(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.issue_link(seat.actor, _user_id(seat), seat.ctx)
+    return "link_sent"
+
+
+async def _training(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.set_training(seat.actor, _user_id(seat), values.get("training_date", ""), seat.ctx)
+    return "training_updated"
+
+
+async def _end_sessions(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.end_sessions(seat.actor, _user_id(seat), seat.ctx)
+    return "sessions_ended"
+
+
+async def _role(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.set_role(seat.actor, _user_id(seat), values.get("role", ""), seat.ctx)
+    return "role_changed"
+
+
+unlock = change("unlock", _user_page, _user_path, _unlock)
+disable = change("disable", _user_page, _user_path, _disable)
+enable = change("enable", _user_page, _user_path, _enable)
+reset_methods = change("reset_methods", _user_page, _user_path, _reset_methods)
+activation_link = change("activation_link", _user_page, _user_path, _activation_link)
+training = change("training", _user_page, _user_path, _training)
+end_sessions = change("end_sessions", _user_page, _user_path, _end_sessions)
+role = change("set_role", _user_page, _user_path, _role)
+
+
+# -- registration requests ----------------------------------------------------------------------------
+async def _requests_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    queue = await seat.console.requests(seat.actor, seat.ctx)
+    return seat.page("requests", "requests", {"queue": queue}, messages, status)
+
+
+async def _request_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    registration, agency = await seat.console.request(seat.actor, _param(request, "registration_id"), seat.ctx)
+    return seat.page(
+        "request",
+        "requests",
+        {
+            "registration": registration,
+            "application": registration.application,
+            "agency": agency,
+            "pending": str(registration.status) == "pending" and seat.now < registration.expires_at,
+        },
+        messages,
+        status,
+    )
+
+
+requests = view("view_requests", _requests_page)
+request_page = view("view_request", _request_page)
+
+
+def _request_path(request: Request) -> str:
+    return f"/admin/requests/{_param(request, 'registration_id')}"
+
+
+async def _approve(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.approve(seat.actor, _param(seat.request, "registration_id"), seat.ctx)
+    return "approved"
+
+
+async def _deny(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.deny(seat.actor, _param(seat.request, "registration_id"), values.get("reason", ""), seat.ctx)
+    return "denied"
+
+
+approve = change("approve", _request_page, _request_path, _approve)
+deny = change("deny", _request_page, _request_path, _deny)
+
+
+# -- agencies and policy (administrators) -------------------------------------------------------------
+async def _agencies_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    listed = await seat.console.agencies(seat.actor, seat.ctx)
+    return seat.page("agencies", "agencies", {"listed": listed}, messages, status)
+
+
+async def _agency_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    shown = await seat.console.agency(seat.actor, _param(request, "agency_id"), seat.ctx)
+    return seat.page("agency", "agencies", {"shown": shown}, messages, status)
+
+
+async def _policy_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    await seat.console.require_admin(seat.actor, seat.ctx, "view_policy")
+    rows = http.portal(request).settings.policy.describe()
+    return seat.page("policy", "policy", {"rows": rows}, messages, status)
+
+
+agencies = view("view_agencies", _agencies_page)
+agency = view("view_agency", _agency_page)
+policy = view("view_policy", _policy_page)
+
+
+def _agency_path(request: Request) -> str:
+    return f"/admin/agencies/{_param(request, 'agency_id')}"
+
+
+async def _create_agency(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.create_agency(
+        seat.actor, values.get("ori", ""), values.get("name", ""), values.get("email_domains", ""), seat.ctx
+    )
+    return "agency_created"
+
+
+async def _update_agency(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.update_agency(
+        seat.actor,
+        _param(seat.request, "agency_id"),
+        values.get("ori", ""),
+        values.get("name", ""),
+        values.get("email_domains", ""),
+        seat.ctx,
+    )
+    return "agency_updated"
+
+
+async def _coordinators(seat: Seat, values: dict[str, str]) -> str:
+    await seat.console.set_coordinators(
+        seat.actor, _param(seat.request, "agency_id"), values.get("coordinators", ""), seat.ctx
+    )
+    return "coordinators_changed"
+
+
+create_agency = change("create_agency", _agencies_page, lambda request: "/admin/agencies", _create_agency)
+update_agency = change("update_agency", _agency_page, _agency_path, _update_agency)
+coordinators = change("set_coordinators", _agency_page, _agency_path, _coordinators)
+
+
+# -- the audit trail ----------------------------------------------------------------------------------
+_AUDIT_FIELDS = ("user", "agency", "type", "outcome", "since", "until")
+
+
+async def _audit_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    wanted = {k: request.query_params.get(k, "")[:200] for k in _AUDIT_FIELDS}
+    page = None
+    try:
+        page = await seat.console.search_audit(seat.actor, AuditFilter.parse(wanted), seat.ctx)
+    except (InvalidInput, NotFound) as exc:
+        messages, status = (Message(exc.code, _refusal_text(exc)),), 400
+    return seat.page(
+        "audit",
+        "audit",
+        {
+            "wanted": wanted,
+            "page": page,
+            "agencies": await seat.console.agencies_in_scope(seat.actor),
+            "types": sorted(str(t) for t in EventType),
+            "outcomes": [str(o) for o in Outcome],
+            "last_check": await seat.console.last_verification(),
+            "max_rows": MAX_ROWS,
+        },
+        messages,
+        status,
+    )
+
+
+async def _verify_page(request: Request, seat: Seat, messages: tuple[Message, ...], status: int) -> Response:
+    await rate_limit(request, "console")
+    result = await seat.console.verify(seat.actor, seat.ctx)
+    return seat.page("verify", "audit", {"result": result}, messages, status)
+
+
+audit = view("search_audit", _audit_page)
+verify = view("verify_audit", _verify_page)
+
+
+async def export(request: Request) -> Response:
+    """The search's records as a download (POST, so a link elsewhere cannot start one)."""
+    await rate_limit(request, "console")
+    form = await http.read_form(request)
+    if not http.check_form_token(request, http.field(form, "csrf_token")):
+        raise CsrfFailed("audit export without a valid token")
+    seat = await _seat(request, "export_audit")
+    if isinstance(seat, Response):
+        return seat
+    values = {k: http.field(form, k, max_length=200) for k in (*_AUDIT_FIELDS, "format")}
+    fmt = values["format"]
+    body = await seat.console.export_audit(seat.actor, AuditFilter.parse(values), fmt, seat.ctx)
+    stamp = seat.now.strftime("%Y%m%dT%H%M%SZ")
+    media = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    return Response(
+        body,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="alacop-audit-{stamp}.{fmt}"'},
+    )
