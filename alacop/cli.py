@@ -302,6 +302,20 @@ def cmd_users_reset_methods(args: argparse.Namespace) -> int:
     return _run(_settings(), work)
 
 
+def cmd_users_delete(args: argparse.Namespace) -> int:
+    if args.username != args.confirm:
+        print("alacop: repeat the username with --confirm to delete the account", file=sys.stderr)
+        return 2
+
+    async def work(deps: Deps) -> int:
+        user = await Directory(deps).delete_user(args.username, CTX)
+        reuse = deps.policy.identifier_reuse_days
+        print(f"deleted {user.username}; the username is not given out again for {reuse} days")
+        return 0
+
+    return _run(_settings(), work)
+
+
 def cmd_users_list(args: argparse.Namespace) -> int:
     async def work(deps: Deps) -> int:
         rows = await Directory(deps).users(args.agency)
@@ -528,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("username")
     p.add_argument("--note", required=True, help="how the user's identity was re-proofed")
     p.set_defaults(func=cmd_users_reset_methods)
+    p = users.add_parser("delete", help="remove an account; its username is retired for a year")
+    p.add_argument("username")
+    p.add_argument("--confirm", required=True, metavar="USERNAME", help="the username again")
+    p.set_defaults(func=cmd_users_delete)
     p = users.add_parser("list")
     p.add_argument("--agency")
     p.set_defaults(func=cmd_users_list)

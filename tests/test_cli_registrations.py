@@ -82,3 +82,26 @@ def test_list_approve_and_deny(cli_env: str, capsys: pytest.CaptureFixture[str],
     assert code != 0 and "already" in err
     code, _, err = run(capsys, "registrations", "approve", str(uuid.uuid4()))
     assert code != 0
+
+
+def test_users_delete_retires_the_username(cli_env: str, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    assert run(capsys, "agencies", "create", "AL0010000", "Test County", "--email-domain", "test.al.gov")[0] == 0
+    first = _pending(cli_env, "casey@test.al.gov")
+    assert run(capsys, "registrations", "approve", first)[0] == 0
+    code, _, err = run(capsys, "users", "delete", "cs0101", "--confirm", "cs0102")
+    assert code == 2 and "--confirm" in err
+    code, out, _ = run(capsys, "users", "delete", "cs0101", "--confirm", "cs0101")
+    assert code == 0 and "365 days" in out
+    code, out, _ = run(capsys, "users", "list")
+    assert "cs0101" not in out
+    # The next Casey Smith does not get the deleted name back.
+    second = _pending(cli_env, "casey2@test.al.gov")
+    code, out, _ = run(capsys, "registrations", "approve", second)
+    assert code == 0 and "cs0102" in out
+    code, out, _ = run(capsys, "audit", "export")
+    deleted = [json.loads(line) for line in out.splitlines() if '"AccountDeleted"' in line]
+    assert len(deleted) == 1
+    details = json.loads(deleted[0]["details"]) if isinstance(deleted[0]["details"], str) else deleted[0]["details"]
+    assert details["before"]["username"] == "cs0101" and details["after"] is None
+    code, _, err = run(capsys, "users", "delete", "cs0101", "--confirm", "cs0101")
+    assert code != 0

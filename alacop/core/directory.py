@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import replace
+from datetime import timedelta
 
 from alacop.core.accounts import (
     Agency,
@@ -234,6 +235,41 @@ class Directory:
             ctx,
         )
         return changed
+
+    async def delete_user(self, username: str, ctx: RequestContext, actor_id: str | None = None) -> User:
+        """Remove an account and all it holds (CJIS AC-2: remove); its username is retired, not reused
+        for `identifier_reuse_days` (CJIS IA-4 d). The audit trail keeps its records."""
+        user = await self._user(username)
+        now = self._deps.clock.now()
+        async with self._deps.store.transaction() as tx:
+            await tx.users.delete(user.id, now)
+            await tx.throttles.clear(self._identifier(user.username))
+            await tx.throttles.clear(f"recover:{self._identifier(user.username)}")
+            await tx.audit.append(
+                AuditEvent(
+                    EventType.ACCOUNT_DELETED,
+                    Outcome.SUCCESS,
+                    actor_id=actor_id,
+                    subject_id=user.id,
+                    subject_name=self._identifier(user.username),
+                    agency_id=user.agency_id,
+                    details={
+                        "before": {
+                            "username": user.username,
+                            "email": user.email,
+                            "name": user.name,
+                            "role": str(user.role),
+                            "status": str(user.status),
+                        },
+                        "after": None,
+                        "username_reusable_after": (now + timedelta(days=self._deps.policy.identifier_reuse_days))
+                        .date()
+                        .isoformat(),
+                    },
+                ),
+                ctx,
+            )
+        return user
 
     async def reset_methods(
         self, username: str, note: str, ctx: RequestContext, actor_id: str | None = None
