@@ -41,6 +41,11 @@ PG_URL = os.environ.get("ALACOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0
 IN_CI = os.environ.get("CI") == "true"
 BACKENDS = [b.strip() for b in os.environ.get("ALACOP_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
 STRONG = "granite harbor lantern 77"
+# For wide matrices over rules that live in the core (the same refusal for every console action, say):
+# they run on SQLite only, while every storage path they touch also runs on PostgreSQL elsewhere.
+sqlite_only = pytest.mark.parametrize(
+    "database_url", [b for b in BACKENDS if b == "sqlite"] or BACKENDS[:1], indirect=True
+)
 # Every table but the chain head (reset apart), so a new table is never left holding a previous test's rows.
 TABLES = tuple(name for name in metadata.tables if name != "audit_head")
 

@@ -38,6 +38,7 @@ from alacop.core.registration import (
     Registration,
     RegistrationStatus,
     initials,
+    training_lapses_on,
     username_candidates,
 )
 from alacop.core.tokens import new_token, token_hash
@@ -95,33 +96,43 @@ class Approvals:
             expires_at=now + REQUEST_LIFETIME,
             status_token_hash=token_hash(status_token),
         )
-        async with self._deps.store.transaction() as tx:
-            agency = await tx.agencies.get(application.agency_id)
-            duplicate = await tx.users.by_email(application.email) or await tx.registrations.pending_for_email(
-                application.email
-            )
-            if agency is None or duplicate:
+        refused = ""
+        agency: Agency | None = None
+        try:
+            async with self._deps.store.transaction() as tx:
+                agency = await tx.agencies.get(application.agency_id)
+                duplicate = await tx.users.by_email(application.email) or await tx.registrations.pending_for_email(
+                    application.email
+                )
+                if agency is None or duplicate:
+                    refused = "duplicate" if duplicate else "agency_gone"
+                else:
+                    await tx.registrations.add(registration)
+                    await tx.audit.append(
+                        AuditEvent(
+                            EventType.REGISTRATION_SUBMITTED,
+                            Outcome.SUCCESS,
+                            subject_name=application.email,
+                            agency_id=agency.id,
+                            details={"registration": registration.id, "after": _public(application, agency)},
+                        ),
+                        ctx,
+                    )
+        except Conflict:
+            # Another request for this email was queued at the same moment: the unique index decided.
+            refused = "duplicate"
+        if refused or agency is None:
+            async with self._deps.store.transaction() as tx:
                 await tx.audit.append(
                     AuditEvent(
                         EventType.REGISTRATION_REFUSED,
                         Outcome.FAILURE,
-                        "duplicate" if duplicate else "agency_gone",
+                        refused or "agency_gone",
                         agency_id=application.agency_id,
                     ),
                     ctx,
                 )
-                return None
-            await tx.registrations.add(registration)
-            await tx.audit.append(
-                AuditEvent(
-                    EventType.REGISTRATION_SUBMITTED,
-                    Outcome.SUCCESS,
-                    subject_name=application.email,
-                    agency_id=agency.id,
-                    details={"registration": registration.id, "after": _public(application, agency)},
-                ),
-                ctx,
-            )
+            return None
         await self._send(
             self._letter(
                 application.email,
@@ -184,6 +195,15 @@ class Approvals:
                 raise NotFound("the agency no longer exists", code="agency_not_found")
             if await tx.users.by_email(app.email):
                 raise Conflict("an account with this email exists", code="email_taken")
+            # What held when the request was made must still hold when it is decided.
+            if training_lapses_on(app.training_date) <= now.date():
+                raise Conflict(
+                    "the applicant's security awareness training is more than a year old; deny the request "
+                    "and ask them to apply again after training",
+                    code="training_lapsed",
+                )
+            if app.email.rpartition("@")[2] not in agency.email_domains:
+                raise Conflict("the agency no longer accepts this email domain", code="email_domain_refused")
             # CJIS IA-4 d: neither a live username nor one retired within the reuse period.
             taken = await tx.users.usernames_starting(prefix) | await tx.users.retired_since(
                 prefix, now - timedelta(days=self._deps.policy.identifier_reuse_days)
@@ -253,6 +273,9 @@ class Approvals:
         return user
 
     def _link_event(self, actor: Actor, user: User, now: datetime, reason: str) -> AuditEvent:
+        expires = (now + ACTIVATION_LIFETIME).isoformat()
+        # AU-3: what changed. On approval there was no link; a reissue replaces the unused one.
+        before = None if reason == "registration_approved" else {"activation_link": "unused link, now void"}
         return AuditEvent(
             EventType.ACTIVATION_LINK_ISSUED,
             Outcome.SUCCESS,
@@ -261,7 +284,7 @@ class Approvals:
             subject_id=user.id,
             subject_name=self._identifier(user.username),
             agency_id=user.agency_id,
-            details={"expires_at": (now + ACTIVATION_LIFETIME).isoformat()},
+            details={"expires_at": expires, "before": before, "after": {"activation_link": f"until {expires}"}},
         )
 
     def _approved_mail(self, user: User, agency: Agency, token: str) -> Mail:
@@ -387,11 +410,7 @@ class Approvals:
         token = new_token(32)
         async with self._deps.store.transaction() as tx:
             await tx.activations.replace(ActivationLink(token_hash(token), user.id, now, now + ACTIVATION_LIFETIME))
-            event = self._link_event(actor, user, now, "reissued")
-            expires = (now + ACTIVATION_LIFETIME).isoformat()
-            # AU-3: what changed; the earlier link stopped working when this one was stored.
-            changes = {"before": {"activation_link": "earlier link"}, "after": {"activation_link": f"until {expires}"}}
-            await tx.audit.append(replace(event, details={**event.details, **changes}), ctx)
+            await tx.audit.append(self._link_event(actor, user, now, "reissued"), ctx)
         await self._send(self._approved_mail(user, agency, token), "activation_link", ctx, user.id, agency.id)
 
     async def activation_user(self, token: str) -> User:

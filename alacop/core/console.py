@@ -105,7 +105,7 @@ def _moment(value: str, *, end: bool) -> datetime | None:
             return start + timedelta(days=1) if end else start
         if _DATETIME.fullmatch(text):
             return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # "until 9999-12-31" is past the last representable day
         pass
     raise InvalidInput("enter times as YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)", code="invalid_time")
 

@@ -108,6 +108,10 @@ class Directory:
                 raise NotFound(f"no agency with ORI {agency_ori}", code="agency_not_found")
             if await tx.users.by_username(uname):
                 raise Conflict(f"the username {uname} is taken", code="username_taken")
+            reuse_from = now - timedelta(days=self._deps.policy.identifier_reuse_days)
+            if uname in await tx.users.retired_since(uname, reuse_from):
+                # CJIS IA-4 d: a deleted account's username is not issued again within the period.
+                raise Conflict(f"the username {uname} was retired less than a year ago", code="username_retired")
             user = User(
                 id=str(uuid.uuid4()),
                 username=uname,

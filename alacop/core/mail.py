@@ -72,10 +72,14 @@ def compose(kind: str, *, to: str, name: str, username: str, portal: str, suppor
     return Mail(to=to, subject=f"{portal}: {notice.subject}", body=body)
 
 
-def letter(subject: str, *, to: str, name: str, portal: str, paragraphs: list[str]) -> Mail:
-    """A message that is not a security notice: registration codes, decisions, activation, warnings."""
+def letter(subject: str, *, to: str, name: str | None, portal: str, paragraphs: list[str]) -> Mail:
+    """A message that is not a security notice: registration codes, decisions, activation, warnings.
+
+    `name` None greets without one: for an address not confirmed yet, whose "name" anyone could type.
+    """
+    greeting = f"Hello {name}," if name else "Hello,"
     body = (
-        f"Hello {name},\n\n"
+        f"{greeting}\n\n"
         + "\n\n".join(paragraphs)
         + (f"\n\nThis message was sent by {portal}. All transactions are monitored and logged.\n")
     )

@@ -26,7 +26,10 @@ CODE_TRIES = 5
 WARNING_DAYS = 14
 
 _PHONE = re.compile(r"^\+?[0-9 ().-]{7,25}$")
-_NAME = re.compile(r"^[^\x00-\x1f<>\"{}\\]+$")
+# Names are letters (any script), combining marks, spaces and . ' ’ -; titles may add digits and , & / ( ).
+# Nothing else: a name is echoed in mail, and "Visit https://…" must not fit in one.
+_NAME_CHARS = frozenset(" .'’-")
+_TITLE_CHARS = frozenset(" .'’-,&/()")
 
 
 class RegistrationStatus(StrEnum):
@@ -111,12 +114,23 @@ class FieldProblem:
     message: str
 
 
-def _text(value: str, field: str, label: str, limit: int, problems: list[FieldProblem]) -> str:
+def _allowed(ch: str, extra: frozenset[str], digits: bool) -> bool:
+    kind = unicodedata.category(ch)
+    return kind[0] in "LM" or ch in extra or (digits and kind == "Nd")
+
+
+def _text(
+    value: str, field: str, label: str, limit: int, problems: list[FieldProblem], *, title: bool = False
+) -> str:
     clean = unicodedata.normalize("NFC", " ".join(value.split()))
+    extra = _TITLE_CHARS if title else _NAME_CHARS
     if not clean:
         problems.append(FieldProblem(field, f"Enter your {label}."))
-    elif len(clean) > limit or not _NAME.fullmatch(clean):
-        problems.append(FieldProblem(field, f"Enter your {label} in at most {limit} characters, without < or >."))
+    elif len(clean) > limit:
+        problems.append(FieldProblem(field, f"Enter your {label} in at most {limit} characters."))
+    elif not all(_allowed(c, extra, title) for c in clean) or not any(c.isalpha() for c in clean):
+        allowed = "letters, digits, spaces and . , ' - & / ( )" if title else "letters, spaces, and . ' -"
+        problems.append(FieldProblem(field, f"Enter your {label} using {allowed} only."))
     return clean
 
 
@@ -137,7 +151,7 @@ def check_application(
         return None, problems
     first = _text(form.get("first_name", ""), "first_name", "first name", 100, problems)
     last = _text(form.get("last_name", ""), "last_name", "last name", 100, problems)
-    title = _text(form.get("title", ""), "title", "job title", 100, problems)
+    title = _text(form.get("title", ""), "title", "job title", 100, problems, title=True)
     supervisor = _text(form.get("supervisor", ""), "supervisor", "supervisor's name", 100, problems)
     reason = " ".join(form.get("reason", "").split())
     if not reason:

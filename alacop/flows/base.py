@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -30,6 +31,9 @@ class Message:
 
     def as_dict(self) -> dict[str, str]:
         return {"id": self.id, "text": self.text, "level": self.level}
+
+
+_FLOW_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
 def browser_binding(browser_secret: str) -> str:
@@ -63,15 +67,20 @@ def check_csrf(record: FlowRecord, submitted: str) -> None:
 
 async def load_record(deps: Deps, flow_id: str, browser_secret: str, kind: str) -> FlowRecord:
     """A stored flow, if this browser may use it now (see check_flow)."""
+    if not _FLOW_ID.fullmatch(flow_id):
+        # Never a query with a NUL or other junk in it: PostgreSQL refuses such text with an error.
+        raise FlowInvalid("malformed flow id")
     async with deps.store.read() as db:
-        record = await db.flows.get(flow_id[:64])
+        record = await db.flows.get(flow_id)
     return check_flow(record, binding=browser_binding(browser_secret), now=deps.clock.now(), kind=kind)
 
 
 async def discard_expired(deps: Deps, flow_id: str, kind: str, ctx: RequestContext) -> None:
     """Drop an expired flow and record it; the caller then starts a fresh one ("This took too long")."""
+    if not _FLOW_ID.fullmatch(flow_id):
+        return
     async with deps.store.transaction() as tx:
-        await tx.flows.delete(flow_id[:64])
+        await tx.flows.delete(flow_id)
         await tx.audit.append(
             AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": kind}), ctx
         )

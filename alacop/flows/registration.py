@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
+from alacop.core import attempts
 from alacop.core.accounts import Agency, validate_ori
 from alacop.core.approvals import Approvals
 from alacop.core.audit import AuditEvent, EventType, Outcome
@@ -195,6 +196,10 @@ class RegistrationService:
         self._deps = deps
         self._approvals = approvals
 
+    def _tries(self) -> int:
+        # The claim counter stops at the lockout threshold, so a stricter policy means fewer tries.
+        return min(CODE_TRIES, self._deps.policy.lockout_threshold)
+
     def _code_hash(self, flow_id: str, code: str) -> str:
         # Keyed, so a copy of the flows table does not give the codes away by brute force.
         return hmac.new(self._deps.pepper, f"{flow_id}:{code}".encode(), hashlib.sha256).hexdigest()
@@ -303,7 +308,7 @@ class RegistrationService:
             mail = letter(
                 "Someone tried to register your email address",
                 to=application.email,
-                name=application.full_name,
+                name=None,  # not confirmed yet: nothing the applicant typed goes into this mail
                 portal=deps.portal_name,
                 paragraphs=[
                     "Someone asked for a new AlaCOP account with this email address. It already has an account "
@@ -318,7 +323,7 @@ class RegistrationService:
             mail = letter(
                 "Confirm your email address",
                 to=application.email,
-                name=application.full_name,
+                name=None,  # not confirmed yet: nothing the applicant typed goes into this mail
                 portal=deps.portal_name,
                 paragraphs=[
                     f"Your code to confirm your email address for AlaCOP registration is: {code}",
@@ -362,7 +367,7 @@ class RegistrationService:
             "application": application.as_dict(),
             "code_hash": self._code_hash(flow.id, code),
             "code_sent_at": now,
-            "tries_left": CODE_TRIES,
+            "tries_left": self._tries(),
         }
         if first:
             changes["resends_left"] = RESENDS
@@ -407,10 +412,15 @@ class RegistrationService:
         if flow.code_sent_at is None or now >= flow.code_sent_at + CODE_LIFETIME:
             await self._code_failed(application, "code_expired", ctx)
             return await self._save(flow.move(RegistrationState.VERIFY, CODE_EXPIRED, tries_left=0))
-        if flow.tries_left <= 0:
-            return await self._save(flow.move(RegistrationState.VERIFY, TRIES_USED))
+        # Each try is claimed under a row lock before it is checked (core/attempts.py), per code: parallel
+        # guesses cannot get more than the allowed tries, whatever the flow row says meanwhile.
+        claimed = await attempts.claim(self._deps, f"register-code:{flow.code_hash[:32]}") if flow.tries_left else None
+        if claimed is None:
+            return await self._save(flow.move(RegistrationState.VERIFY, TRIES_USED, tries_left=0))
         if not hmac.compare_digest(self._code_hash(flow.id, normalise_code(typed)), flow.code_hash):
-            left = flow.tries_left - 1
+            async with self._deps.store.transaction() as tx:
+                counted, _ = await attempts.settle(tx, claimed, self._deps)
+            left = max(0, min(flow.tries_left - 1, self._tries() - counted.failures))
             await self._code_failed(application, "code_wrong", ctx, tries_left=left)
             if left <= 0 and flow.resends_left <= 0:
                 return await self._back_to_form(flow, NO_TRIES)

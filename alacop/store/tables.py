@@ -100,6 +100,14 @@ registrations = Table(
     Column("decision_reason", Text),
     Column("user_id", String(36)),
 )
+# One pending request per email, even when two arrive at once (READ COMMITTED reads cannot promise it).
+Index(
+    "ux_registrations_pending_email",
+    registrations.c.email,
+    unique=True,
+    sqlite_where=registrations.c.status == "pending",
+    postgresql_where=registrations.c.status == "pending",
+)
 
 activation_links = Table(
     "activation_links",

@@ -244,3 +244,59 @@ def test_a_disabled_account_cannot_be_activated(r: Registering) -> None:
 
     r.h.run(disable)
     assert r.h.client.get(f"/activate?token={token}").status_code == 410
+
+
+def test_training_that_lapsed_while_pending_blocks_approval(r: Registering) -> None:
+    request = _request(r, training_date=(r.h.clock.now().date() - timedelta(days=360)).isoformat())
+    r.h.clock.advance(timedelta(days=6))
+    with pytest.raises(Conflict) as refused:
+        r.approve(request.id)
+    assert refused.value.code == "training_lapsed"
+    assert _status(r, request.id) is RegistrationStatus.PENDING
+    assert r.h.user("cs0101") is None
+
+
+def test_a_domain_the_agency_dropped_blocks_approval(r: Registering) -> None:
+    request = _request(r)
+
+    async def drop() -> None:
+        async with r.h.portal.deps.store.transaction() as tx:
+            await tx.agencies.update(replace(r.agency, email_domains=("other.example.gov",)))
+
+    r.h.run(drop)
+    with pytest.raises(Conflict) as refused:
+        r.approve(request.id)
+    assert refused.value.code == "email_domain_refused"
+
+
+def test_a_retired_username_cannot_be_created_by_hand_either(r: Registering) -> None:
+    from alacop.core.directory import Directory
+
+    user = r.approve(_request(r).id)
+    directory = Directory(r.h.portal.deps)
+    r.h.run(directory.delete_user, user.username, CTX)
+
+    async def recreate() -> Any:
+        return await directory.create_user(
+            "cs0101",
+            agency_ori="AL0030100",
+            email="x@mpd.example.gov",
+            name="X",
+            role=Role.USER,
+            password=None,
+            ctx=CTX,
+        )
+
+    with pytest.raises(Conflict) as refused:
+        r.h.run(recreate)
+    assert refused.value.code == "username_retired"
+    r.h.clock.advance(timedelta(days=366))
+    assert r.h.run(recreate)[0].username == "cs0101"
+
+
+def test_activation_link_events_say_what_changed(r: Registering) -> None:
+    user = r.approve(_request(r).id)
+    r.h.run(r.h.portal.approvals.issue_link, r.admin(), user.id, CTX)
+    first, second = (audit_details(e) for e in r.h.events("ActivationLinkIssued"))
+    assert first["before"] is None and first["after"]["activation_link"].startswith("until ")
+    assert second["before"] == {"activation_link": "unused link, now void"}

@@ -56,10 +56,10 @@ class Portal:
     data_dir: Path
     env: dict[str, str]
 
-    def create_user(self, username: str, password: str) -> str:
+    def create_user(self, username: str, password: str, role: str = "user") -> str:
         """Create a user with `alacop users create` (it must change its password at first sign-in)."""
         cmd = [sys.executable, "-m", "alacop.cli", "users", "create", username, "--agency", DEMO_ORI]
-        cmd += ["--email", f"{username}@demo.al.gov", "--password-stdin"]
+        cmd += ["--email", f"{username}@demo.al.gov", "--role", role, "--password-stdin"]
         done = subprocess.run(
             cmd, input=f"{password}\n".encode(), env=self.env, capture_output=True, timeout=60, check=False
         )

@@ -29,7 +29,10 @@ from .a11y import PageResult, Sweep, axe_source
 from .journeys import (
     APPS_URL,
     FLOW_URL,
+    add_virtual_authenticator,
     change_password_step,
+    credentials,
+    enrol_totp,
     expect_apps,
     expect_captcha_picture_loaded,
     expect_enrol_choice,
@@ -45,7 +48,7 @@ from .journeys import (
     save_recovery_codes,
     sign_out,
 )
-from .support import DEMO_EMAIL, DESKTOP, DemoAccount, Portal, watch
+from .support import DEMO_EMAIL, DEMO_ORI, DESKTOP, DemoAccount, Portal, watch
 
 pytestmark = pytest.mark.browser
 
@@ -427,3 +430,161 @@ def register_pages(open_sweep: Callable[[str], Sweep], recovery_portal: Portal) 
 def test_register_page(name: str, register_pages: dict[str, PageResult]) -> None:
     assert name in register_pages, f"the sweep never reached {name}: it reached {sorted(register_pages)}"
     register_pages[name].assert_ok()
+
+
+# -- the console (/admin): an administrator of the sweep's own, and a plain user it refuses ---------------------
+ADMIN = (
+    "admin-forbidden",
+    "admin-enroll-second",
+    "admin-enroll-key",
+    "admin-users",
+    "admin-users-no-results",
+    "admin-user",
+    "admin-requests",
+    "admin-request",
+    "admin-agencies",
+    "admin-agency",
+    "admin-policy",
+    "admin-audit",
+    "admin-audit-verify",
+)
+ADMIN_PLAIN_USER = "sweepplain01"
+ADMIN_APPLICANT = "Jordan Sweep"
+
+# Run with the portal's environment: a pending registration request to the demo agency, as if the applicant
+# had confirmed the work email (the `portal` fixture is not in test mode, so its CAPTCHA can't be answered).
+_PENDING_REQUEST = """
+import asyncio, sys, uuid
+from datetime import timedelta
+from alacop.config import load_settings
+from alacop.core.registration import Application, Registration, RegistrationStatus
+from alacop.wiring import build_deps
+
+async def main():
+    deps = build_deps(load_settings())
+    try:
+        now = deps.clock.now()
+        async with deps.store.transaction() as tx:
+            agency = await tx.agencies.by_ori(sys.argv[1])
+            registration = Registration(
+                id=str(uuid.uuid4()),
+                application=Application(
+                    first_name="Jordan", last_name="Sweep", agency_id=agency.id, title="Dispatcher",
+                    email="jordan.sweep@demo.al.gov", phone="334 555 0177", supervisor="Lt. Hale",
+                    reason="Dispatch queries.", training_date=now.date() - timedelta(days=20), rules_sha256="0" * 64,
+                ),
+                status=RegistrationStatus.PENDING,
+                created_at=now,
+                expires_at=now + timedelta(days=30),
+                status_token_hash=uuid.uuid4().hex,
+            )
+            await tx.registrations.add(registration)
+    finally:
+        await deps.limiter.close()
+        await deps.store.close()
+
+asyncio.run(main())
+"""
+
+
+def _add_pending_request(portal: Portal) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PENDING_REQUEST, DEMO_ORI], env=portal.env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr).decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def admin_pages(open_sweep: Callable[[str], Sweep], portal: Portal) -> dict[str, PageResult]:
+    sweep = open_sweep(portal.url)
+    page = sweep.page
+
+    # A plain user is refused the console with a 403 (the document's own status logs a console error).
+    temporary, chosen = "temporary passphrase for sweep plain 4418", "quiet orchard 57 copper lantern"
+    plain = DemoAccount(email=portal.create_user(ADMIN_PLAIN_USER, temporary), password=temporary)
+    first_sign_in_with_app(page, plain, chosen)
+    response = page.goto("/admin")
+    assert response is not None and response.status == 403, f"/admin answered {response and response.status}"
+    _heading(page, "You can't do that here")
+    sweep.check(
+        "admin-forbidden",
+        expected=(
+            f"console error: Failed to load resource: the server responded with a status of 403 (Forbidden) "
+            f"({page.url}:0)",
+        ),
+    )
+    page.goto("/apps")
+    sign_out(page)
+
+    # An administrator's first sign-in: a new password, an authenticator app, then a security key (two kinds).
+    temporary, chosen = "temporary passphrase for sweep admin 9031", "amber signal 46 harbor gently"
+    admin = DemoAccount(email=portal.create_user("sweepadmin01", temporary, role="admin"), password=temporary)
+    cdp, authenticator = add_virtual_authenticator(page)
+    identifier_step(page, admin.email)
+    password_step(page, admin.email, admin.password)
+    change_password_step(page, admin.password, chosen)
+    admin.password, admin.changed = chosen, True
+    enrol_totp(page, admin)
+    expect_enrol_choice(page, admin.email)
+    expect(page.get_by_role("list", name="Methods set up so far")).to_be_visible()
+    sweep.check("admin-enroll-second")
+    page.get_by_role("button", name="Security key or passkey", exact=True).click()
+    expect(page.get_by_role("heading", name="Security key or passkey", level=2)).to_be_visible()
+    page.get_by_label("Name for this key").fill("Desk key")
+    sweep.check("admin-enroll-key")
+    page.get_by_role("button", name="Register security key").click()
+    admin.recovery_codes = save_recovery_codes(page)
+    expect_apps(page, admin.email)
+    assert len(credentials(cdp, authenticator)) == 1
+
+    _add_pending_request(portal)
+    page.goto("/admin")
+    expect(page).to_have_url(re.compile(r"/admin/users$"))
+    _heading(page, "Users")
+    expect(page.locator("table.data tbody a").first).to_be_visible()
+    sweep.check("admin-users")
+    page.get_by_label("Name, username or email").fill("nobody-has-this-name")
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(page.get_by_role("cell", name="No users match.")).to_be_visible()
+    sweep.check("admin-users-no-results")
+    page.get_by_label("Name, username or email").fill(ADMIN_PLAIN_USER)
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.get_by_role("link", name=ADMIN_PLAIN_USER, exact=True).click()
+    expect(page).to_have_url(re.compile(r"/admin/users/[\w-]+$"))
+    expect(page.get_by_role("heading", name="Actions", level=2)).to_be_visible()
+    sweep.check("admin-user")
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Requests").click()
+    _heading(page, "Registration requests")
+    sweep.check("admin-requests")
+    page.get_by_role("link", name=ADMIN_APPLICANT).click()
+    _heading(page, f"Request from {ADMIN_APPLICANT}")
+    expect(page.get_by_role("heading", name="Decide", level=2)).to_be_visible()
+    sweep.check("admin-request")
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Agencies").click()
+    _heading(page, "Agencies")
+    sweep.check("admin-agencies")
+    page.get_by_role("link", name=DEMO_ORI, exact=True).click()
+    _heading(page, "Demo County Sheriff's Office")
+    sweep.check("admin-agency")
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Policy").click()
+    _heading(page, "Policy in force")
+    sweep.check("admin-policy")
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Audit").click()
+    _heading(page, "Audit trail")
+    expect(page.locator("table.audit tbody tr").first).to_be_visible()
+    sweep.check("admin-audit")
+    page.get_by_role("link", name="Verify now").click()
+    _heading(page, "Audit chain")
+    expect(page.locator(".chain-status")).to_have_attribute("data-chain", "intact")
+    sweep.check("admin-audit-verify")
+    return sweep.results
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n, marks=_marks(n)) for n in ADMIN])
+def test_admin_page(name: str, admin_pages: dict[str, PageResult]) -> None:
+    assert name in admin_pages, f"the sweep never reached {name}: it reached {sorted(admin_pages)}"
+    admin_pages[name].assert_ok()

@@ -13,7 +13,7 @@ from alacop.core.accounts import Role
 from alacop.core.captcha import answer_for
 from tests.conftest import Harness, audit_details
 from tests.support.mail import Inbox, RecordingMailer, find, smtp_server
-from tests.support.registration import NEW_PASSWORD, SEED, Registering, create_account, registering
+from tests.support.registration import CTX, NEW_PASSWORD, SEED, Registering, create_account, registering
 
 
 @pytest.fixture
@@ -338,3 +338,84 @@ def test_a_mail_outage_is_audited_and_loses_nothing(r: Registering) -> None:
     fresh = r.post("/register/resend", verify)
     done = r.post("/register/verify", fresh, code=r.code())
     assert done.template.name == "register/submitted.html"
+
+
+# -- found in review ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"first_name": "Casey. URGENT: verify at https://evil.example/login"}, "first_name"),
+        ({"last_name": "Smith: call 555-0100"}, "last_name"),
+        ({"supervisor": "Lee (https://x.example)"}, "supervisor"),
+        ({"title": "Officer https://x.example"}, "title"),
+        ({"first_name": "...", "last_name": "Smith"}, "first_name"),
+    ],
+)
+def test_names_hold_no_links_or_phrases_to_echo_in_mail(r: Registering, changes: dict[str, str], field: str) -> None:
+    page = r.submit(**changes)
+    assert page.template.name == "register/form.html"
+    assert set(page.context["problems"]) == {field}
+    assert r.mail.sent == []
+
+
+def test_names_in_any_script_with_apostrophes_and_hyphens_pass(r: Registering) -> None:
+    page = r.submit(
+        first_name="Zoë-Anne", last_name="O’Brien-Núñez", supervisor="Sgt. D'Angelo", title="Clerk II (Records)"
+    )
+    assert page.template.name == "register/verify.html", page.context.get("problems")
+
+
+def test_unconfirmed_addresses_are_greeted_without_a_name(r: Registering) -> None:
+    r.submit()
+    code_mail = r.mail.last("casey.smith@mpd.example.gov")
+    assert code_mail.body.startswith("Hello,\n") and "Casey" not in code_mail.body
+
+
+def test_parallel_wrong_codes_cannot_exceed_the_tries(r: Registering) -> None:
+    import asyncio
+
+    verify = r.submit()
+    code = r.code()
+    service = r.h.portal.registration
+    flow = verify.context["flow"]
+    ctx = CTX
+
+    async def guess_many() -> None:
+        await asyncio.gather(*(service.verify(flow, "AAAAAAAA", flow.csrf_token, ctx) for _ in range(12)))
+
+    r.h.run(guess_many)
+    assert len(r.h.events("RegistrationCodeFailed")) == 5, "only five guesses are ever checked"
+    # The right code no longer works for this code: its tries are spent, whatever the flow row says.
+    after = r.post("/register/verify", verify, code=code)
+    assert "code_tries_used" in _ids(after) and r.pending() == []
+
+
+def test_two_requests_for_one_email_at_once_queue_one(r: Registering) -> None:
+    import asyncio
+
+    from alacop.core.registration import check_application
+    from alacop.flows.registration import rules_of_behavior
+
+    application, _ = check_application(
+        r.form(agency="x"), agency=r.agency, today=r.h.clock.now().date(), rules_sha256=rules_of_behavior()[1]
+    )
+    assert application is not None
+
+    async def both() -> list[Any]:
+        return list(await asyncio.gather(*(r.h.portal.approvals.submit(application, CTX) for _ in range(4))))
+
+    results = r.h.run(both)
+    assert sum(1 for x in results if x is not None) == 1
+    assert len(r.pending()) == 1
+
+
+@pytest.mark.parametrize("path", ["/register", "/login", "/recover", "/register/captcha.png", "/recover/captcha.wav"])
+def test_a_malformed_flow_id_is_never_a_server_error(r: Registering, path: str) -> None:
+    for flow in ("%00", "x" * 80, "%E2%80%AE", "../../etc"):
+        page = r.h.client.get(f"{path}?flow={flow}&c=x")
+        assert page.status_code in (200, 404), (path, flow, page.status_code)
+    form = r.start()
+    bad = r.h.client.post(
+        "/register/verify?flow=%00", data={"csrf_token": form.context["flow"].csrf_token, "code": "A"}
+    )
+    assert bad.status_code in (200, 303, 400, 403), bad.status_code

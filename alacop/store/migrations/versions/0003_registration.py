@@ -43,6 +43,15 @@ def upgrade() -> None:
     op.create_index("ix_registrations_agency_id", "registrations", ["agency_id"])
     op.create_index("ix_registrations_email", "registrations", ["email"])
     op.create_index("ix_registrations_status", "registrations", ["status"])
+    pending = sa.text("status = 'pending'")
+    op.create_index(
+        "ux_registrations_pending_email",
+        "registrations",
+        ["email"],
+        unique=True,
+        sqlite_where=pending,
+        postgresql_where=pending,
+    )
     op.create_table(
         "activation_links",
         sa.Column("token_hash", sa.String(64), primary_key=True),
