@@ -14,6 +14,7 @@ from alacop.core.clock import Clock, isoformat, parse_iso
 from alacop.core.context import RequestContext
 from alacop.core.credentials import AuthMethod, MethodKind, RecoveryCode
 from alacop.core.errors import Conflict
+from alacop.core.oidc import AuthorizationCode, Client, ClientType, IssuedToken, SigningKey, TokenFormat
 from alacop.core.ports import AuditQuery, FlowRecord, Throttle, UserQuery
 from alacop.core.registration import ActivationLink, Application, Registration, RegistrationStatus
 from alacop.core.sessions import Session
@@ -700,6 +701,276 @@ class SqlRecoveryCodes(_Repo):
         return count > 0
 
 
+_CLIENT_FIELDS = (
+    "client_id, name, client_type, secret_hash, redirect_uris, post_logout_redirect_uris, scopes, require_aal2, "
+    "logo_url, initiate_login_uri, backchannel_logout_uri, access_token_format, access_token_seconds, "
+    "refresh_token_seconds, agency_ids, created_at, disabled_at, secret_rotated_at"
+)
+
+
+class SqlClients(_Repo):
+    def _client(self, row: Row) -> Client:
+        dt = self.conn.dt
+        return Client(
+            client_id=row["client_id"],
+            name=row["name"],
+            client_type=ClientType(row["client_type"]),
+            secret_hash=row["secret_hash"],
+            redirect_uris=tuple(json.loads(row["redirect_uris"])),
+            post_logout_redirect_uris=tuple(json.loads(row["post_logout_redirect_uris"])),
+            scopes=tuple(json.loads(row["scopes"])),
+            require_aal2=bool(row["require_aal2"]),
+            logo_url=row["logo_url"],
+            initiate_login_uri=row["initiate_login_uri"],
+            backchannel_logout_uri=row["backchannel_logout_uri"],
+            access_token_format=TokenFormat(row["access_token_format"]),
+            access_token_seconds=int(row["access_token_seconds"]),
+            refresh_token_seconds=int(row["refresh_token_seconds"]),
+            agency_ids=tuple(json.loads(row["agency_ids"])),
+            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
+            disabled_at=dt(row["disabled_at"]),
+            secret_rotated_at=dt(row["secret_rotated_at"]),
+        )
+
+    def _values(self, c: Client) -> tuple[Any, ...]:
+        ts = self.conn.ts
+        return (
+            c.client_id,
+            c.name,
+            str(c.client_type),
+            c.secret_hash,
+            json.dumps(list(c.redirect_uris)),
+            json.dumps(list(c.post_logout_redirect_uris)),
+            json.dumps(list(c.scopes)),
+            c.require_aal2,
+            c.logo_url,
+            c.initiate_login_uri,
+            c.backchannel_logout_uri,
+            str(c.access_token_format),
+            c.access_token_seconds,
+            c.refresh_token_seconds,
+            json.dumps(list(c.agency_ids)),
+            ts(c.created_at),
+            ts(c.disabled_at),
+            ts(c.secret_rotated_at),
+        )
+
+    async def add(self, client: Client) -> None:
+        marks = ", ".join(f"${i}" for i in range(1, 19))
+        await self._insert(
+            f"INSERT INTO oidc_clients ({_CLIENT_FIELDS}) VALUES ({marks})",
+            *self._values(client),
+            conflict="client_exists",
+            detail="that client id exists",
+        )
+
+    async def get(self, client_id: str) -> Client | None:
+        row = await self.conn.fetchrow(f"SELECT {_CLIENT_FIELDS} FROM oidc_clients WHERE client_id = $1", client_id)
+        return self._client(row) if row else None
+
+    async def list(self) -> Sequence[Client]:
+        rows = await self.conn.fetch(f"SELECT {_CLIENT_FIELDS} FROM oidc_clients ORDER BY name, client_id")
+        return [self._client(r) for r in rows]
+
+    async def update(self, client: Client) -> None:
+        sets = ", ".join(f"{name.strip()} = ${i}" for i, name in enumerate(_CLIENT_FIELDS.split(","), 1) if i > 1)
+        await self.conn.execute(f"UPDATE oidc_clients SET {sets} WHERE client_id = $1", *self._values(client))
+
+
+class SqlSigningKeys(_Repo):
+    async def add(self, key: SigningKey) -> None:
+        await self.conn.execute(
+            "INSERT INTO signing_keys (kid, alg, private_sealed, public_jwk, created_at, retire_after) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            key.kid,
+            key.alg,
+            key.private_sealed,
+            key.public_jwk,
+            self.conn.ts(key.created_at),
+            self.conn.ts(key.retire_after),
+        )
+
+    async def list(self) -> Sequence[SigningKey]:
+        rows = await self.conn.fetch("SELECT * FROM signing_keys ORDER BY created_at DESC, kid")
+        dt = self.conn.dt
+        return [
+            SigningKey(
+                kid=r["kid"],
+                alg=r["alg"],
+                private_sealed=r["private_sealed"],
+                public_jwk=r["public_jwk"],
+                created_at=dt(r["created_at"]),  # type: ignore[arg-type]
+                retire_after=dt(r["retire_after"]),
+            )
+            for r in rows
+        ]
+
+    async def supersede(self, alg: str, retire_after: datetime, keep: str) -> int:
+        return await self.conn.execute(
+            "UPDATE signing_keys SET retire_after = $2 WHERE alg = $1 AND kid <> $3 AND retire_after IS NULL",
+            alg,
+            self.conn.ts(retire_after),
+            keep,
+        )
+
+
+class SqlCodes(_Repo):
+    async def add(self, code: AuthorizationCode) -> None:
+        ts = self.conn.ts
+        await self.conn.execute(
+            "INSERT INTO oauth_codes (code_hash, client_id, user_id, redirect_uri, scope, created_at, expires_at, "
+            "auth_time, session_hash, nonce, code_challenge, code_challenge_method, acr, amr, used_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            code.code_hash,
+            code.client_id,
+            code.user_id,
+            code.redirect_uri,
+            code.scope,
+            ts(code.created_at),
+            ts(code.expires_at),
+            ts(code.auth_time),
+            code.session_hash,
+            code.nonce,
+            code.code_challenge,
+            code.code_challenge_method,
+            code.acr,
+            json.dumps(list(code.amr)),
+            ts(code.used_at),
+        )
+
+    async def get(self, code_hash: str) -> AuthorizationCode | None:
+        r = await self.conn.fetchrow("SELECT * FROM oauth_codes WHERE code_hash = $1", code_hash)
+        if r is None:
+            return None
+        dt = self.conn.dt
+        return AuthorizationCode(
+            code_hash=r["code_hash"],
+            client_id=r["client_id"],
+            user_id=r["user_id"],
+            redirect_uri=r["redirect_uri"],
+            scope=r["scope"],
+            created_at=dt(r["created_at"]),  # type: ignore[arg-type]
+            expires_at=dt(r["expires_at"]),  # type: ignore[arg-type]
+            auth_time=dt(r["auth_time"]),  # type: ignore[arg-type]
+            session_hash=r["session_hash"],
+            nonce=r["nonce"],
+            code_challenge=r["code_challenge"],
+            code_challenge_method=r["code_challenge_method"],
+            acr=r["acr"],
+            amr=tuple(json.loads(r["amr"])),
+            used_at=dt(r["used_at"]),
+        )
+
+    async def spend(self, code_hash: str, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL", code_hash, self.conn.ts(at)
+        )
+        return count > 0
+
+    async def purge_expired(self, before: datetime) -> int:
+        # Spent codes stay until they expire, so a replay inside the minute is still recognised.
+        return await self.conn.execute("DELETE FROM oauth_codes WHERE expires_at < $1", self.conn.ts(before))
+
+
+_TOKEN_FIELDS = (
+    "id, family_id, client_id, user_id, scope, issued_at, access_expires_at, access_hash, refresh_hash, "
+    "refresh_expires_at, code_hash, session_hash, auth_time, amr, acr, refreshed_at, revoked_at"
+)
+
+
+class SqlTokens(_Repo):
+    def _token(self, r: Row) -> IssuedToken:
+        dt = self.conn.dt
+        return IssuedToken(
+            id=r["id"],
+            family_id=r["family_id"],
+            client_id=r["client_id"],
+            user_id=r["user_id"],
+            scope=r["scope"],
+            issued_at=dt(r["issued_at"]),  # type: ignore[arg-type]
+            access_expires_at=dt(r["access_expires_at"]),  # type: ignore[arg-type]
+            access_hash=r["access_hash"],
+            refresh_hash=r["refresh_hash"],
+            refresh_expires_at=dt(r["refresh_expires_at"]),
+            code_hash=r["code_hash"],
+            session_hash=r["session_hash"],
+            auth_time=dt(r["auth_time"]),
+            amr=tuple(json.loads(r["amr"])),
+            acr=r["acr"],
+            refreshed_at=dt(r["refreshed_at"]),
+            revoked_at=dt(r["revoked_at"]),
+        )
+
+    async def add(self, token: IssuedToken) -> None:
+        t = token
+        ts = self.conn.ts
+        marks = ", ".join(f"${i}" for i in range(1, 18))
+        await self.conn.execute(
+            f"INSERT INTO oauth_tokens ({_TOKEN_FIELDS}) VALUES ({marks})",
+            t.id,
+            t.family_id,
+            t.client_id,
+            t.user_id,
+            t.scope,
+            ts(t.issued_at),
+            ts(t.access_expires_at),
+            t.access_hash,
+            t.refresh_hash,
+            ts(t.refresh_expires_at),
+            t.code_hash,
+            t.session_hash,
+            ts(t.auth_time),
+            json.dumps(list(t.amr)),
+            t.acr,
+            ts(t.refreshed_at),
+            ts(t.revoked_at),
+        )
+
+    async def by_access_hash(self, access_hash: str) -> IssuedToken | None:
+        row = await self.conn.fetchrow(f"SELECT {_TOKEN_FIELDS} FROM oauth_tokens WHERE access_hash = $1", access_hash)
+        return self._token(row) if row else None
+
+    async def by_refresh_hash(self, refresh_hash: str) -> IssuedToken | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_TOKEN_FIELDS} FROM oauth_tokens WHERE refresh_hash = $1", refresh_hash
+        )
+        return self._token(row) if row else None
+
+    async def mark_refreshed(self, token_id: str, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE oauth_tokens SET refreshed_at = $2 WHERE id = $1 AND refreshed_at IS NULL AND revoked_at IS NULL",
+            token_id,
+            self.conn.ts(at),
+        )
+        return count > 0
+
+    async def revoke_family(self, family_id: str, at: datetime) -> int:
+        return await self.conn.execute(
+            "UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+            family_id,
+            self.conn.ts(at),
+        )
+
+    async def revoke_for_code(self, code_hash: str, at: datetime) -> int:
+        return await self.conn.execute(
+            "UPDATE oauth_tokens SET revoked_at = $2 WHERE family_id IN "
+            "(SELECT family_id FROM oauth_tokens WHERE code_hash = $1) AND revoked_at IS NULL",
+            code_hash,
+            self.conn.ts(at),
+        )
+
+    async def revoke_for_session(self, session_hash: str, at: datetime) -> Sequence[IssuedToken]:
+        rows = await self.conn.fetch(
+            f"SELECT {_TOKEN_FIELDS} FROM oauth_tokens WHERE session_hash = $1 AND revoked_at IS NULL", session_hash
+        )
+        await self.conn.execute(
+            "UPDATE oauth_tokens SET revoked_at = $2 WHERE session_hash = $1 AND revoked_at IS NULL",
+            session_hash,
+            self.conn.ts(at),
+        )
+        return [self._token(r) for r in rows]
+
+
 class SqlAudit(_Repo):
     """Appends to the chain. The head row is locked once per transaction and written back at its end."""
 
@@ -751,6 +1022,10 @@ class SqlTransaction:
         self.recovery_codes = SqlRecoveryCodes(db, conn)
         self.registrations = SqlRegistrations(db, conn)
         self.activations = SqlActivations(db, conn)
+        self.clients = SqlClients(db, conn)
+        self.signing_keys = SqlSigningKeys(db, conn)
+        self.codes = SqlCodes(db, conn)
+        self.tokens = SqlTokens(db, conn)
         self.audit = SqlAudit(db, conn, chain, clock, writable=writable)
 
 
