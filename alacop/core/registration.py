@@ -119,9 +119,7 @@ def _allowed(ch: str, extra: frozenset[str], digits: bool) -> bool:
     return kind[0] in "LM" or ch in extra or (digits and kind == "Nd")
 
 
-def _text(
-    value: str, field: str, label: str, limit: int, problems: list[FieldProblem], *, title: bool = False
-) -> str:
+def _text(value: str, field: str, label: str, limit: int, problems: list[FieldProblem], *, title: bool = False) -> str:
     clean = unicodedata.normalize("NFC", " ".join(value.split()))
     extra = _TITLE_CHARS if title else _NAME_CHARS
     if not clean:
