@@ -19,6 +19,7 @@ from typing import Any
 
 from alacop.config import Settings, ensure_secret, load_settings
 from alacop.core.accounts import Role, UserStatus
+from alacop.core.applications import Applications, NewApplication
 from alacop.core.approvals import Approvals
 from alacop.core.audit import AuditChain, AuditEvent, EventType, Outcome, verify_chain
 from alacop.core.authz import Actor
@@ -28,6 +29,7 @@ from alacop.core.deps import Deps
 from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError, ConfigError
 from alacop.core.maintenance import run_maintenance
+from alacop.core.oidc import Client
 from alacop.core.passwords import BannedList
 from alacop.core.registration import RegistrationStatus
 from alacop.store.database import migrate
@@ -192,6 +194,86 @@ def cmd_agencies_list(args: argparse.Namespace) -> int:
             )
             for agency in agencies:
                 print(f"{agency.ori}\t{agency.name}\t{','.join(agency.email_domains)}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+# -- authorized applications (OpenID Connect clients) ------------------------------------------------
+def _client_json(client: Client) -> dict[str, Any]:
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "client_type": str(client.client_type),
+        "redirect_uris": list(client.redirect_uris),
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+        "scopes": list(client.scopes),
+        "require_aal2": client.require_aal2,
+        "initiate_login_uri": client.initiate_login_uri,
+        "access_token_format": str(client.access_token_format),
+        "disabled": client.disabled_at is not None,
+    }
+
+
+def cmd_clients_create(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        new = NewApplication(
+            name=args.name,
+            redirect_uris=args.redirect_uri or [],
+            post_logout_redirect_uris=args.post_logout_uri or [],
+            public=args.public,
+            scopes=args.scope,
+            require_aal2=True,
+            initiate_login_uri=args.initiate_login_uri,
+            logo_url=args.logo_url,
+            backchannel_logout_uri=args.backchannel_logout_uri,
+            access_token_format=args.access_token_format,
+            agency_oris=args.agency,
+        )
+        client, secret = await Applications(deps).create(Actor.operator(), new, CTX)
+        if args.json:
+            print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+        else:
+            print(f"client_id:     {client.client_id}")
+            if secret:
+                print(f"client_secret: {secret}")
+                print("The secret is shown only now; it is stored hashed. Keep it in the application's vault.")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_clients_list(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        clients = await Applications(deps).registered(Actor.operator())
+        if args.json:
+            print(json.dumps([_client_json(c) for c in clients], indent=2))
+        else:
+            for c in clients:
+                state = "disabled" if c.disabled_at else "enabled"
+                print(f"{c.client_id}\t{c.name}\t{c.client_type}\t{state}\t{' '.join(c.redirect_uris)}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_clients_disable(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        client = await Applications(deps).disable(Actor.operator(), args.client_id, CTX)
+        print(f"disabled {client.client_id} ({client.name})")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_clients_rotate_secret(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        client, secret = await Applications(deps).rotate_secret(Actor.operator(), args.client_id, CTX)
+        if args.json:
+            print(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+        else:
+            print(f"client_secret: {secret}")
+            print("The old secret no longer works. The new one is shown only now.")
         return 0
 
     return _run(_settings(), work)
@@ -505,6 +587,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email-domain", action="append")
     p.set_defaults(func=cmd_agencies_create)
     agencies.add_parser("list").set_defaults(func=cmd_agencies_list)
+
+    clients = sub.add_parser("clients", help="authorized applications (OpenID Connect)").add_subparsers(
+        dest="action", required=True
+    )
+    p = clients.add_parser("create", help="register an application; prints its client_id and secret once")
+    p.add_argument("name")
+    p.add_argument("--redirect-uri", action="append", required=True, help="exact; repeat for several")
+    p.add_argument("--post-logout-uri", action="append")
+    p.add_argument("--public", action="store_true", help="a browser or native app: PKCE, no secret")
+    p.add_argument("--scope", action="append", help="openid, profile, email, agency, roles, offline_access")
+    p.add_argument("--require-aal2", action="store_true", help="the default: every AlaCOP sign-in is AAL2")
+    p.add_argument("--initiate-login-uri", help="where My applications sends the user to start signing in")
+    p.add_argument("--logo-url")
+    p.add_argument("--backchannel-logout-uri")
+    p.add_argument("--access-token-format", choices=["jwt", "opaque"], default="jwt")
+    p.add_argument("--agency", action="append", metavar="ORI", help="only these agencies' users (repeat)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_create)
+    p = clients.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_list)
+    p = clients.add_parser("disable")
+    p.add_argument("client_id")
+    p.set_defaults(func=cmd_clients_disable)
+    p = clients.add_parser("rotate-secret")
+    p.add_argument("client_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_clients_rotate_secret)
 
     registrations = sub.add_parser("registrations", help="New User Registration requests").add_subparsers(
         dest="action", required=True

@@ -82,6 +82,17 @@ class EventType(StrEnum):
     AUDIT_SEARCHED = "AuditSearched"
     MAINTENANCE_RUN = "MaintenanceRun"
     DISABLE_WARNING_SENT = "DisableWarningSent"
+    CLIENT_CREATED = "ClientCreated"
+    CLIENT_DISABLED = "ClientDisabled"
+    CLIENT_SECRET_ROTATED = "ClientSecretRotated"
+    AUTHORIZATION_GRANTED = "AuthorizationGranted"
+    TOKEN_ISSUED = "TokenIssued"
+    TOKEN_REFRESHED = "TokenRefreshed"
+    REFRESH_TOKEN_REUSE_DETECTED = "RefreshTokenReuseDetected"
+    TOKEN_REVOKED = "TokenRevoked"
+    LOGOUT_PROPAGATED = "LogoutPropagated"
+    AUTHORIZATION_REFUSED = "AuthorizationRefused"
+    SIGNING_KEYS_ROTATED = "SigningKeysRotated"
 
 
 class Outcome(StrEnum):

@@ -20,7 +20,7 @@ SERVER_ERROR_PAGE = (
 
 # No inline script anywhere; frames refused; forms post only back to us.
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 

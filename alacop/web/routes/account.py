@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from alacop.core.applications import Applications
 from alacop.core.errors import CsrfFailed
 from alacop.core.session_manager import Current
 from alacop.flows.base import Message
@@ -46,7 +47,8 @@ async def apps(request: Request) -> Response:
     who = await current(request)
     if who is None:
         return _to_login()
-    return template(request, "apps.html", {**_signed_in_context(request, who), "applications": []})
+    applications = await Applications(http.portal(request).deps).for_user(who.user)
+    return template(request, "apps.html", {**_signed_in_context(request, who), "applications": applications})
 
 
 async def logout(request: Request) -> Response:
