@@ -335,7 +335,7 @@ def test_changes_record_before_and_after(w: World) -> None:
     assert audit_details(w.h.events("MethodsReset")[0])["reproofing_note"] == NOTE
     assert changes("RoleChanged") == [({"role": "user", "coordinates": []}, {"role": "coordinator", "coordinates": []})]
     [reissued] = [e for e in w.h.events("ActivationLinkIssued") if e.reason == "reissued"]
-    assert audit_details(reissued)["before"] == {"activation_link": "earlier link"}
+    assert audit_details(reissued)["before"] == {"activation_link": "unused link, now void"}
     assert audit_details(reissued)["after"]["activation_link"].startswith("until ")
     assert changes("AgencyUpdated") == [
         (
