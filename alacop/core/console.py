@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 
 from alacop.core.accounts import Agency, Role, User, UserStatus, validate_domain, validate_ori, validate_username
@@ -42,23 +42,8 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?$")
 # OWASP CSV injection: a cell a spreadsheet would read as a formula starts with one of these.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-AUDIT_COLUMNS = (
-    "seq",
-    "occurred_at",
-    "type",
-    "outcome",
-    "reason",
-    "actor_id",
-    "subject_id",
-    "subject_name",
-    "agency_id",
-    "source_ip",
-    "user_agent",
-    "request_id",
-    "details",
-    "prev_hash",
-    "hash",
-)
+# The export's columns: every field of a stored record, in the record's order.
+AUDIT_COLUMNS = tuple(f.name for f in fields(AuditRecord))
 
 
 def valid_id(value: str, what: str = "record") -> str:

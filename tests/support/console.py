@@ -9,13 +9,10 @@ policy asks, so they can sign in with the harness's authenticator-app code.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
-
-import asyncpg
 
 from alacop.core.accounts import Agency, Role, User
 from alacop.core.approvals import Approvals
@@ -25,7 +22,7 @@ from alacop.core.console import Console
 from alacop.core.context import RequestContext
 from alacop.core.credentials import AuthMethod, MethodKind
 from alacop.core.registration import Application, Registration
-from tests.conftest import Harness, run_async
+from tests.conftest import Harness
 
 CTX = RequestContext.system("test")
 ORI_A = "AL0010000"
@@ -143,24 +140,6 @@ def build_world(h: Harness) -> World:
 
 def tamper(w: World, *statements: str) -> None:
     """What an intruder with database access does: drop the append-only guard, then edit records."""
-    url = w.h.portal.settings.database_url
-    if url.startswith("sqlite"):
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        conn.execute("DROP TRIGGER IF EXISTS audit_events_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS audit_events_no_delete")
-        for statement in statements:
-            conn.execute(statement)
-        conn.commit()
-        conn.close()
-        return
+    from tests.test_cli import tamper as tamper_url
 
-    async def go() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    run_async(go)
+    tamper_url(w.h.portal.settings.database_url, *statements)
