@@ -478,6 +478,20 @@ def cmd_secrets_reseal(args: argparse.Namespace) -> int:
     return _run(_settings(), work)
 
 
+# -- signing keys (OpenID Connect) -------------------------------------------------------------------
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """New ES256 and RS256 signing keys; the old ones stay published until their tokens have expired."""
+    from alacop.protocols.oidc.keys import rotate
+
+    async def work(deps: Deps) -> int:
+        added = await rotate(deps, CTX)
+        for key in added:
+            print(f"{key.alg} {key.kid}")
+        return 0
+
+    return _run(_settings(), work)
+
+
 # -- help center -------------------------------------------------------------------------------------
 # -- audit -------------------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -672,6 +686,11 @@ def build_parser() -> argparse.ArgumentParser:
     secrets_cmd.add_parser("reseal", help="re-encrypt stored secrets under the first key").set_defaults(
         func=cmd_secrets_reseal
     )
+
+    keys_cmd = sub.add_parser("keys", help="OpenID Connect signing keys").add_subparsers(dest="action", required=True)
+    keys_cmd.add_parser(
+        "rotate", help="new signing keys; the old stay published until their tokens expire"
+    ).set_defaults(func=cmd_keys_rotate)
 
     help_cmd = sub.add_parser("help", help="the help center").add_subparsers(dest="action", required=True)
     # Handled in main() before parsing; listed here so `alacop --help` shows it.

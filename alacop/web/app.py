@@ -40,10 +40,11 @@ from alacop.flows.recovery import RecoveryService
 from alacop.flows.registration import RegistrationService
 from alacop.help.content import STATIC as HELP_STATIC
 from alacop.help.content import HelpCenter
+from alacop.protocols.oidc.provider import Provider
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
-from alacop.web.routes import account, admin, login, pages, recover, register, security
+from alacop.web.routes import account, admin, login, oidc, pages, recover, register, security
 from alacop.web.routes import help as help_routes
 from alacop.wiring import build_deps
 
@@ -65,6 +66,7 @@ class Portal:
     directory: Directory
     registration: RegistrationService
     help: HelpCenter
+    oidc: Provider
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     # Read on every request; settings derive them by parsing the public URL, so keep them here.
@@ -136,6 +138,7 @@ def create_app(
             directory=Directory(deps),
             registration=RegistrationService(deps, approvals),
             help=help_center,
+            oidc=Provider(deps),
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
             secure_cookies=settings.secure_cookies,
@@ -215,6 +218,13 @@ def create_app(
         Route("/admin/audit", admin.audit, methods=["GET"]),
         Route("/admin/audit/export", admin.export, methods=["POST"]),
         Route("/admin/audit/verify", admin.verify, methods=["GET"]),
+        Route("/.well-known/openid-configuration", oidc.discovery, methods=["GET"]),
+        Route("/oauth/jwks", oidc.jwks, methods=["GET"]),
+        Route("/oauth/authorize", oidc.authorize, methods=["GET"]),
+        Route("/oauth/token", oidc.token, methods=["POST"]),
+        Route("/oauth/userinfo", oidc.userinfo, methods=["GET", "POST"]),
+        Route("/oauth/revoke", oidc.revoke, methods=["POST"]),
+        Route("/oauth/introspect", oidc.introspect, methods=["POST"]),
         Route("/register", register.page, methods=["GET"]),
         Route("/register/submit", register.submit, methods=["POST"]),
         Route("/register/captcha/new", register.new_captcha, methods=["POST"]),
@@ -258,6 +268,11 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "not_found": ("Page not found", "Check the address, or go to the sign-in page."),
     "flow_invalid": ("This took too long", "Start again from the sign-in page."),
     "flow_expired": ("This took too long", "Start again from the sign-in page."),
+    "authorization_refused": (
+        "This application can't sign you in",
+        "The application that sent you here, or the address it asked to return to, is not registered with the "
+        "portal. Go back to the application, or contact its support.",
+    ),
     "forbidden": (
         "You can't do that here",
         "The console is for agency coordinators and administrators, each within their own agencies.",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -22,6 +24,9 @@ SESSION_COOKIE = "alacop_session"
 # Only a path on this portal: no scheme, no "//" or "/\\" (which browsers read as another host).
 _LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
 EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
+# Where an application's authorization request waits while the user signs in (alacop/protocols/oidc).
+AUTHORIZE_PATH = "/oauth/authorize"
+MAX_RETURN_TO = 4096
 
 _TEMPLATES = {
     LoginState.IDENTIFIER: "login/identifier.html",
@@ -45,18 +50,42 @@ async def _restart(request: Request, secret: str, *messages: Message) -> Respons
     return http.apply_browser_cookie(request, response)
 
 
+def local_return_to(value: str | None) -> str | None:
+    """A return address on this portal only (never another host), or None."""
+    if value and len(value) <= MAX_RETURN_TO and _LOCAL_PATH.fullmatch(value):
+        return value
+    return None
+
+
+def _authorization_params(return_to: str | None) -> dict[str, str]:
+    """The parameters of the authorization request the sign-in returns to, if that is where it goes."""
+    if not return_to:
+        return {}
+    parts = urlsplit(return_to)
+    if parts.path != AUTHORIZE_PATH:
+        return {}
+    return {k: v[0] for k, v in parse_qs(parts.query).items() if v}
+
+
 async def page(request: Request) -> Response:
     p = http.portal(request)
     secret, _ = http.ensure_browser_secret(request)
     flow_id = _flow_id(request)
     if not flow_id:
+        return_to = local_return_to(request.query_params.get("return_to"))
         token = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
         who = await p.sessions.resolve(token, http.context(request)) if token else None
-        if who is not None and who.session.aal == "aal2":
+        # With a return address (an application asking for a new sign-in), the form is shown even then.
+        if who is not None and who.session.aal == "aal2" and return_to is None:
             return RedirectResponse("/apps", status_code=303)
         # A fresh flow is shown at once; its id travels in the forms, so no redirect is needed.
         await rate_limit(request, "flow", factor=4)
-        return await render(request, await p.login.start(secret))
+        flow = await p.login.start(secret, return_to=return_to)
+        hint = _authorization_params(return_to).get("login_hint", "")
+        if hint and len(hint) <= 254:
+            # Shown in the identifier field only; what counts is what the user submits.
+            flow = replace(flow, typed=hint)
+        return await render(request, flow)
     try:
         flow = await p.login.load(flow_id, secret)
     except FlowExpired:
@@ -65,6 +94,16 @@ async def page(request: Request) -> Response:
     except FlowInvalid:
         return await _restart(request, secret)
     return await render(request, flow)
+
+
+async def _application(request: Request, flow: LoginFlow) -> str | None:
+    """The name of the application the user is signing in to, for "to continue to …"."""
+    client_id = _authorization_params(flow.return_to).get("client_id", "")
+    if not client_id or len(client_id) > 64:
+        return None
+    async with http.portal(request).deps.store.read() as tx:
+        client = await tx.clients.get(client_id)
+    return client.name if client is not None and client.active else None
 
 
 async def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
@@ -77,6 +116,7 @@ async def render(request: Request, flow: LoginFlow, status: int = 200) -> Respon
             "messages": flow.messages,
             "message_ids": [m.id for m in flow.messages],
             "policy": p.settings.policy,
+            "application": await _application(request, flow),
             **await login_view(p.login, flow),
         },
         status,
@@ -222,7 +262,7 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
     old = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
     if old and len(old) <= MAX_TOKEN_LENGTH:
         await p.sessions.end(old, http.context(request), EndReason.ROTATED)
-    target = return_to if return_to and _LOCAL_PATH.fullmatch(return_to) else "/apps"
+    target = local_return_to(return_to) or "/apps"
     response = RedirectResponse(target, status_code=303)
     http.set_cookie(request, response, SESSION_COOKIE, token)
     return response

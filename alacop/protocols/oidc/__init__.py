@@ -1,0 +1,1 @@
+"""The OpenID Connect provider: authorization code flow with PKCE, tokens, userinfo, keys and discovery."""

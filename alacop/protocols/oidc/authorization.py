@@ -1,0 +1,266 @@
+"""The authorization endpoint (RFC 6749 4.1, RFC 7636, OpenID Connect Core 3.1.2): code flow only.
+
+Until the client and its exact redirect URI are known, a bad request is refused on the portal's own
+error page and never redirected (no open redirect); after that, errors go back to the client with
+its `state`. Every session here is AAL2 (password and a second factor, CJIS IA-2(1)/(2)), which is
+what an application's `require_aal2` asks for; the check below still says so in code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from alacop.core.audit import EventType, Outcome
+from alacop.core.context import RequestContext
+from alacop.core.deps import Deps
+from alacop.core.errors import AlacopError
+from alacop.core.oidc import CODE_LIFETIME, AuthorizationCode, Client
+from alacop.core.session_manager import Current
+from alacop.protocols.oidc._util import (
+    ACCESS_DENIED,
+    INVALID_REQUEST,
+    INVALID_SCOPE,
+    UNSUPPORTED_RESPONSE_TYPE,
+    client_event,
+    new_secret,
+    secret_hash,
+    with_params,
+)
+
+AUTHORIZE_PATH = "/oauth/authorize"
+_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_SINGLE = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "prompt", "max_age")
+_LIMITS = {"state": 1024, "nonce": 512, "login_hint": 254, "scope": 512, "acr_values": 256}
+PROMPTS = ("none", "login")
+ACR_VALUES = ("aal2",)
+
+
+class AuthorizationRefused(AlacopError):
+    """Shown on the portal: the client or its redirect URI is not registered (or the client is disabled)."""
+
+    code = "authorization_refused"
+    status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Back to the application, with a code or an error."""
+
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """To the sign-in page first, then back to `return_to` (this request, minus what forced the sign-in)."""
+
+    return_to: str
+    client_name: str
+    login_hint: str | None
+
+
+class _ClientError(Exception):
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+
+
+class AuthorizationEndpoint:
+    def __init__(self, deps: Deps, issuer: str) -> None:
+        self._deps = deps
+        self._issuer = issuer
+
+    async def handle(
+        self, items: Sequence[tuple[str, str]], who: Current | None, ctx: RequestContext
+    ) -> Redirect | SignIn:
+        params = dict(items)
+        client, redirect_uri = await self._client(items, params, ctx)
+        state = params.get("state", "")[: _LIMITS["state"]]
+        try:
+            return await self._authorize(client, redirect_uri, items, params, who, ctx)
+        except _ClientError as exc:
+            async with self._deps.store.transaction() as tx:
+                await tx.audit.append(
+                    client_event(
+                        EventType.AUTHORIZATION_REFUSED,
+                        Outcome.FAILURE,
+                        exc.error,
+                        client,
+                        user=who.user if who else None,
+                        domain=self._deps.domain,
+                        details={"description": exc.description},
+                    ),
+                    ctx,
+                )
+            error = [("error", exc.error), ("error_description", exc.description)]
+            if state:
+                error.append(("state", state))
+            error.append(("iss", self._issuer))
+            return Redirect(with_params(redirect_uri, error))
+
+    async def _client(
+        self, items: Sequence[tuple[str, str]], params: dict[str, str], ctx: RequestContext
+    ) -> tuple[Client, str]:
+        client_id = params.get("client_id", "")
+        redirect_uri = params.get("redirect_uri", "")
+        client: Client | None = None
+        reason = ""
+        names = [name for name, _ in items]
+        if names.count("client_id") > 1 or names.count("redirect_uri") > 1:
+            reason = "repeated_parameter"
+        elif not client_id or len(client_id) > 64:
+            reason = "client_id_missing"
+        else:
+            async with self._deps.store.read() as tx:
+                client = await tx.clients.get(client_id)
+            if client is None:
+                reason = "client_unknown"
+            elif not client.active:
+                reason = "client_disabled"
+            elif not redirect_uri:
+                # OpenID Connect requires it; with it every response goes to an address checked here.
+                reason = "redirect_uri_missing"
+            elif redirect_uri not in client.redirect_uris:
+                reason = "redirect_uri_unregistered"
+        if reason:
+            async with self._deps.store.transaction() as tx:
+                await tx.audit.append(
+                    client_event(
+                        EventType.AUTHORIZATION_REFUSED,
+                        Outcome.FAILURE,
+                        reason,
+                        client,
+                        client_id=client_id,
+                        details={"redirect_uri": redirect_uri[:200]},
+                    ),
+                    ctx,
+                )
+            refused = AuthorizationRefused(reason)
+            refused.audited = True
+            raise refused
+        assert client is not None
+        return client, redirect_uri
+
+    async def _authorize(
+        self,
+        client: Client,
+        redirect_uri: str,
+        items: Sequence[tuple[str, str]],
+        params: dict[str, str],
+        who: Current | None,
+        ctx: RequestContext,
+    ) -> Redirect | SignIn:
+        names = [name for name, _ in items]
+        if any(names.count(name) > 1 for name in _SINGLE):
+            raise _ClientError(INVALID_REQUEST, "a parameter was repeated")
+        for name, limit in _LIMITS.items():
+            if len(params.get(name, "")) > limit:
+                raise _ClientError(INVALID_REQUEST, f"{name} is too long")
+        if "request" in params:
+            raise _ClientError("request_not_supported", "request objects are not supported")
+        if "request_uri" in params:
+            raise _ClientError("request_uri_not_supported", "request_uri is not supported")
+        response_type = params.get("response_type", "")
+        if not response_type:
+            raise _ClientError(INVALID_REQUEST, "response_type is required")
+        if response_type != "code":
+            # Authorization code only: no implicit or hybrid flows (OAuth 2.0 Security BCP).
+            raise _ClientError(UNSUPPORTED_RESPONSE_TYPE, "only response_type=code is supported")
+        if params.get("response_mode", "query") != "query":
+            raise _ClientError(INVALID_REQUEST, "only response_mode=query is supported")
+        scopes = params.get("scope", "").split()
+        if "openid" not in scopes:
+            raise _ClientError(INVALID_SCOPE, "the openid scope is required")
+        if any(s not in client.scopes for s in scopes):
+            raise _ClientError(INVALID_SCOPE, "a requested scope is not allowed for this application")
+        challenge, method = self._pkce(client, params)
+        prompt = params.get("prompt", "").split()
+        if any(p not in PROMPTS for p in prompt):
+            raise _ClientError(INVALID_REQUEST, "prompt is none or login")
+        if "none" in prompt and len(prompt) > 1:
+            raise _ClientError(INVALID_REQUEST, "prompt=none cannot be combined with other values")
+        max_age: int | None = None
+        if "max_age" in params:
+            raw = params["max_age"]
+            if not raw.isdigit() or len(raw) > 9:
+                raise _ClientError(INVALID_REQUEST, "max_age is a number of seconds")
+            max_age = int(raw)
+
+        now = self._deps.clock.now()
+        fresh = who is not None and (max_age is None or now - who.session.auth_time <= timedelta(seconds=max_age))
+        # Every portal session is AAL2 today; should a weaker one ever exist, it signs in again here.
+        strong_enough = who is not None and (not client.require_aal2 or who.session.aal == "aal2")
+        if who is None or "login" in prompt or not fresh or not strong_enough:
+            if "none" in prompt:
+                raise _ClientError("login_required", "the user is not signed in")
+            # Back here after the sign-in, without what asked for it, so the new session satisfies it.
+            kept = [(k, v) for k, v in items if k not in ("prompt", "max_age")]
+            return SignIn(
+                return_to=f"{AUTHORIZE_PATH}?{urlencode(kept)}",
+                client_name=client.name,
+                login_hint=params.get("login_hint") or None,
+            )
+        user, session = who.user, who.session
+        if not user.active:
+            raise _ClientError(ACCESS_DENIED, "the account is not active")
+        if not client.allows_agency(user.agency_id):
+            raise _ClientError(ACCESS_DENIED, "this application is not available to the user's agency")
+
+        code = new_secret()
+        record = AuthorizationCode(
+            code_hash=secret_hash(code),
+            client_id=client.client_id,
+            user_id=user.id,
+            redirect_uri=redirect_uri,
+            scope=" ".join(dict.fromkeys(scopes)),
+            created_at=now,
+            expires_at=now + CODE_LIFETIME,
+            auth_time=session.auth_time,
+            session_hash=session.id_hash,
+            nonce=params.get("nonce") or None,
+            code_challenge=challenge,
+            code_challenge_method=method,
+            acr=session.aal,
+            amr=session.amr,
+        )
+        async with self._deps.store.transaction() as tx:
+            await tx.codes.add(record)
+            await tx.audit.append(
+                client_event(
+                    EventType.AUTHORIZATION_GRANTED,
+                    Outcome.SUCCESS,
+                    "code_issued",
+                    client,
+                    user=user,
+                    domain=self._deps.domain,
+                    details={"scope": record.scope, "redirect_uri": redirect_uri, "pkce": challenge is not None},
+                ),
+                ctx,
+            )
+        answer = [("code", code)]
+        if params.get("state"):
+            answer.append(("state", params["state"]))
+        # RFC 9207: names the issuer, so a client talking to several cannot be mixed up.
+        answer.append(("iss", self._issuer))
+        return Redirect(with_params(redirect_uri, answer))
+
+    @staticmethod
+    def _pkce(client: Client, params: dict[str, str]) -> tuple[str | None, str | None]:
+        challenge = params.get("code_challenge")
+        method = params.get("code_challenge_method")
+        if challenge is None:
+            if method is not None:
+                raise _ClientError(INVALID_REQUEST, "code_challenge_method without code_challenge")
+            if client.public:
+                raise _ClientError(INVALID_REQUEST, "a public client must use PKCE (code_challenge, S256)")
+            return None, None
+        # An absent method means plain (RFC 7636 4.3), which is refused: S256 only.
+        if method != "S256":
+            raise _ClientError(INVALID_REQUEST, "code_challenge_method must be S256")
+        if not _CHALLENGE.fullmatch(challenge):
+            raise _ClientError(INVALID_REQUEST, "code_challenge is malformed")
+        return challenge, method

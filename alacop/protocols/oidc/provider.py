@@ -1,0 +1,53 @@
+"""The provider as the web layer sees it: one object per process, holding the key ring."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alacop.core.context import RequestContext
+from alacop.core.deps import Deps
+from alacop.core.session_manager import Current
+from alacop.protocols.oidc import revocation
+from alacop.protocols.oidc.authorization import AuthorizationEndpoint, Redirect, SignIn
+from alacop.protocols.oidc.discovery import metadata
+from alacop.protocols.oidc.keys import KeyRing
+from alacop.protocols.oidc.tokens import TokenEndpoint, TokenResponse
+from alacop.protocols.oidc.userinfo import UserinfoResponse, userinfo
+
+
+class Provider:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+        self.issuer = deps.origin.rstrip("/")
+        self.keys = KeyRing(deps)
+        self._authorization = AuthorizationEndpoint(deps, self.issuer)
+        self._token = TokenEndpoint(deps, self.issuer, self.keys)
+
+    def metadata(self) -> dict[str, object]:
+        return metadata(self.issuer)
+
+    async def jwks(self) -> dict[str, list[dict[str, object]]]:
+        return await self.keys.jwks()
+
+    async def authorize(
+        self, items: Sequence[tuple[str, str]], who: Current | None, ctx: RequestContext
+    ) -> Redirect | SignIn:
+        return await self._authorization.handle(items, who, ctx)
+
+    async def token(
+        self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
+    ) -> TokenResponse:
+        return await self._token.handle(items, authorization, ctx)
+
+    async def userinfo(self, authorization: str | None, form_token: str | None) -> UserinfoResponse:
+        return await userinfo(self._deps, authorization, form_token)
+
+    async def revoke(
+        self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
+    ) -> TokenResponse:
+        return await revocation.revoke(self._deps, items, authorization, ctx)
+
+    async def introspect(
+        self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
+    ) -> TokenResponse:
+        return await revocation.introspect(self._deps, items, authorization, ctx, self.issuer)

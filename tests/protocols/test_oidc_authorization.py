@@ -1,0 +1,127 @@
+"""alacop/protocols/oidc/authorization.py: the authorization endpoint, and the sign-in it sends users through."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+from alacop.core.oidc import CODE_LIFETIME
+from tests.conftest import Harness, audit_details
+from tests.protocols.conftest import REDIRECT, authorize, pkce, query_of, register, sign_in_from
+
+
+def test_signed_out_user_signs_in_then_returns_with_a_code(harness: Harness) -> None:
+    h = harness
+    h.create_user()
+    rp = register(h)
+    first = authorize(h, rp, login_hint="cs0101@alacop.gov")
+    assert first.status_code == 303
+    login = first.headers["location"]
+    assert login.startswith("/login?return_to=%2Foauth%2Fauthorize%3F")
+    page = h.client.get(login)
+    assert page.context["application"] == "Records Search"
+    assert page.context["flow"].typed == "cs0101@alacop.gov"
+    assert "to continue to Records Search" in page.text
+    back = sign_in_from(h, login)
+    assert back.startswith("/oauth/authorize?")
+    done = h.client.get(back, follow_redirects=False)
+    assert done.status_code == 302
+    answer = query_of(done.headers["location"])
+    assert answer["state"] == "st-123" and answer["code"]
+    granted = h.events("AuthorizationGranted")
+    assert len(granted) == 1
+    details = audit_details(granted[0])
+    assert details["client_id"] == rp.client_id and details["client_name"] == "Records Search"
+    assert answer["code"] not in granted[0].details
+
+
+def test_unknown_client_gets_the_portal_error_page_and_no_redirect(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    for params in ({"client_id": "nobody-knows-this-client"}, {"redirect_uri": "https://evil.example/cb"}, {}):
+        query = {"client_id": rp.client_id, "redirect_uri": REDIRECT, **params}
+        if not params:
+            query["redirect_uri"] = REDIRECT + "/other"
+        response = h.client.get("/oauth/authorize", params={"response_type": "code", **query}, follow_redirects=False)
+        assert response.status_code == 400
+        assert "location" not in response.headers
+        assert response.template.name == "error.html"
+    reasons = [r.reason for r in h.events("AuthorizationRefused")]
+    assert reasons == ["client_unknown", "redirect_uri_unregistered", "redirect_uri_unregistered"]
+    assert h.events("RequestRefused") == []  # recorded once, by the provider
+
+
+def test_disabled_client_is_refused_on_the_portal(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, disabled_at=h.clock.now())
+    response = authorize(h, rp)
+    assert response.status_code == 400 and "location" not in response.headers
+    assert [r.reason for r in h.events("AuthorizationRefused")] == ["client_disabled"]
+
+
+def test_public_client_must_use_pkce_and_plain_is_refused(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, public=True)
+    missing = query_of(authorize(h, rp).headers["location"])
+    assert missing["error"] == "invalid_request" and missing["state"] == "st-123"
+    _, challenge = pkce()
+    plain = query_of(authorize(h, rp, code_challenge=challenge, code_challenge_method="plain").headers["location"])
+    assert plain["error"] == "invalid_request"
+    implicit_plain = query_of(authorize(h, rp, code_challenge=challenge).headers["location"])
+    assert implicit_plain["error"] == "invalid_request"
+    ok = query_of(authorize(h, rp, code_challenge=challenge, code_challenge_method="S256").headers["location"])
+    assert "code" in ok
+
+
+def test_only_the_code_flow(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    for response_type in ("token", "id_token", "code id_token"):
+        answer = query_of(authorize(h, rp, response_type=response_type).headers["location"])
+        assert answer["error"] == "unsupported_response_type"
+
+
+def test_scope_outside_the_registration_is_refused(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, scopes=("openid", "profile"))
+    answer = query_of(authorize(h, rp, scope="openid email").headers["location"])
+    assert answer["error"] == "invalid_scope"
+
+
+def test_prompt_none_without_a_session_returns_login_required(harness: Harness) -> None:
+    h = harness
+    rp = register(h)
+    response = authorize(h, rp, prompt="none")
+    assert response.status_code == 302
+    location = response.headers["location"]
+    assert location.startswith(REDIRECT)
+    answer = query_of(location)
+    assert answer["error"] == "login_required" and answer["state"] == "st-123"
+
+
+def test_prompt_login_and_max_age_send_a_signed_in_user_to_sign_in_again(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    forced = authorize(h, rp, prompt="login")
+    assert forced.status_code == 303
+    return_to = parse_qs(urlsplit(forced.headers["location"]).query)["return_to"][0]
+    assert "prompt" not in return_to  # back here, the new sign-in satisfies the request
+    page = h.client.get(forced.headers["location"])
+    assert page.status_code == 200 and page.template.name == "login/identifier.html"
+    back = sign_in_from(h, forced.headers["location"])
+    assert "code" in query_of(h.client.get(back, follow_redirects=False).headers["location"])
+    h.clock.advance(timedelta(minutes=5))
+    assert authorize(h, rp, max_age="60").status_code == 303
+    assert authorize(h, rp, max_age="3600").status_code == 302
+
+
+def test_user_of_another_agency_is_denied(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, agency_ids=("some-other-agency",))
+    answer = query_of(authorize(h, rp).headers["location"])
+    assert answer["error"] == "access_denied"
+    assert h.events("AuthorizationRefused")[-1].reason == "access_denied"
+
+
+def test_code_lifetime_is_sixty_seconds() -> None:
+    assert timedelta(seconds=60) == CODE_LIFETIME
