@@ -118,6 +118,44 @@ DEMO_COORDINATOR = "democo"
 DEMO_PASSWORD = "correct horse battery staple 2026"
 
 
+# Where the demo application runs (./scripts/records-demo); the browser tests move it to a free port.
+RECORDS_DEMO_URL = os.environ.get("RECORDS_DEMO_URL", "http://localhost:8001").rstrip("/")
+
+
+async def _seed_records_demo(deps: Deps, settings: Settings) -> None:
+    """Register the demo application once and leave its credentials where `./scripts/records-demo` reads them."""
+    path = settings.data_dir / "records_demo.json"
+    if path.is_file():
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            async with deps.store.read() as db:
+                if await db.clients.get(str(known.get("client_id", ""))):
+                    return
+        except (OSError, ValueError):
+            pass
+    new = NewApplication(
+        name="Records Search (demo)",
+        redirect_uris=[f"{RECORDS_DEMO_URL}/callback"],
+        post_logout_redirect_uris=[f"{RECORDS_DEMO_URL}/"],
+        scopes=["openid", "profile", "email", "agency", "roles"],
+        initiate_login_uri=f"{RECORDS_DEMO_URL}/login",
+        backchannel_logout_uri=None,
+    )
+    client, secret = await Applications(deps).create(Actor.operator(), new, CTX)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(
+            {
+                "client_id": client.client_id,
+                "client_secret": secret,
+                "session_key": secrets.token_urlsafe(32),
+                "portal": settings.public_url.rstrip("/"),
+            },
+            out,
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # Browsers accept "localhost" as a WebAuthn relying party but never an IP address, so the demo
     # names itself localhost; http://127.0.0.1 still serves every page.
@@ -157,6 +195,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             async with deps.store.transaction() as tx:
                 await tx.agencies.set_coordinators(coordinator.agency_id, [coordinator.id])
+        await _seed_records_demo(deps, settings)
         return 0
 
     _run(settings, seed)
@@ -169,7 +208,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  agency coordinator (the /admin console): {DEMO_COORDINATOR}@{settings.branding.domain}, same password;\n"
         "    coordinators set up two kinds of method: an authenticator app and a security key or passkey\n"
         f"  New User Registration: use an @demo.al.gov email and agency {DEMO_ORI}\n"
-        f"  mail the portal sends is saved in {settings.data_dir / 'outbox'}\n",
+        f"  mail the portal sends is saved in {settings.data_dir / 'outbox'}\n"
+        f"  the demo application Records Search: ./scripts/records-demo, then {RECORDS_DEMO_URL}\n",
         flush=True,
     )
     return _serve(settings, args.host, args.port, 1)

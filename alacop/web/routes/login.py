@@ -262,8 +262,15 @@ async def _signed_in(request: Request, token: str, return_to: str | None) -> Res
     old = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
     if old and len(old) <= MAX_TOKEN_LENGTH:
         await p.sessions.end(old, http.context(request), EndReason.ROTATED)
-    target = local_return_to(return_to) or "/apps"
-    response = RedirectResponse(target, status_code=303)
+    target = local_return_to(return_to)
+    if target is None:
+        response: Response = RedirectResponse("/apps", status_code=303)
+    else:
+        # Back to an application's authorization request, which redirects to the application. After a
+        # form post, browsers hold that redirect chain to CSP form-action 'self' and would stop at the
+        # application's address; a page that moves on by itself (with a link, for no-refresh browsers)
+        # starts a fresh navigation instead.
+        response = template(request, "login/continue.html", {"target": target})
     http.set_cookie(request, response, SESSION_COOKIE, token)
     return response
 

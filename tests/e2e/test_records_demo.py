@@ -1,0 +1,101 @@
+"""Single sign-on in Chromium: the demo application "Records Search" signs in through the portal and back.
+
+A portal of its own registers the demo application (as `alacop demo` does) at a free port; the demo
+application runs with uvicorn; the browser starts at the application, signs in on the portal (the first
+sign-in of a user of this test, with an authenticator app), comes back with the ID token's claims shown,
+and signs out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from alacop.help.build import free_port, stop_process
+
+from .conftest import _run_portal
+from .journeys import change_password_step, enrol_totp, password_step, save_recovery_codes, shoot
+from .support import DemoAccount, PageProblems, Portal
+
+pytestmark = pytest.mark.browser
+NewPage = Callable[..., tuple[Any, PageProblems]]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal, str]]:
+    port = free_port()
+    demo_url = f"http://localhost:{port}"
+    with _run_portal(tmp_path_factory, "sso", RECORDS_DEMO_URL=demo_url) as portal:
+        credentials = portal.data_dir / "records_demo.json"
+        assert json.loads(credentials.read_text())["client_secret"]
+        log = portal.data_dir.parent / f"records-demo-{port}.log"
+        env = {**os.environ, "RECORDS_DEMO_URL": demo_url, "RECORDS_DEMO_CREDENTIALS": str(credentials)}
+        cmd = [sys.executable, "-m", "uvicorn", "examples.records_demo.app:build_app", "--factory"]
+        cmd += ["--host", "127.0.0.1", "--port", str(port)]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while not _up(f"http://127.0.0.1:{port}/"):
+                assert proc.poll() is None, log.read_text(errors="replace")
+                assert time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.2)
+            yield portal, demo_url
+        finally:
+            stop_process(proc)
+
+
+def _up(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def test_sign_in_to_the_demo_application_through_the_portal_and_back(
+    sso: tuple[Portal, str], new_page: NewPage
+) -> None:
+    portal, demo_url = sso
+    temporary, chosen = "temporary passphrase for sso user 4417", "cobalt river 83 signal calmly"
+    account = DemoAccount(email=portal.create_user("ssouser01", temporary), password=temporary)
+    page, problems = new_page(base_url=demo_url)
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Records Search", level=1)).to_be_visible()
+    page.get_by_role("link", name="Sign in with AlaCOP").click()
+
+    # On the portal: it names the application, then the first sign-in of this user.
+    expect(page).to_have_url(re.compile(re.escape(portal.url) + r"/login"))
+    expect(page.get_by_text("to continue to Records Search (demo)")).to_be_visible()
+    shoot(page, "sso-signin")
+    page.locator("input#identifier").click()
+    page.keyboard.type(account.email)
+    page.keyboard.press("Enter")
+    password_step(page, account.email, account.password)
+    change_password_step(page, account.password, chosen)
+    account.password, account.changed = chosen, True
+    enrol_totp(page, account)
+    save_recovery_codes(page)
+
+    # Back at the application, which validated the ID token and called userinfo.
+    expect(page).to_have_url(re.compile(re.escape(demo_url) + r"/$"))
+    expect(page.get_by_role("heading", name="Signed in as ssouser01", level=1)).to_be_visible()
+    claims = page.locator("table").inner_text()
+    assert "ssouser01@demo.al.gov" in claims and "AL0000000" in claims and "aal2" in claims
+    shoot(page, "sso-claims")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Records Search", level=1)).to_be_visible(timeout=15_000)
+    problems.assert_clean()
