@@ -268,6 +268,8 @@ def cmd_clients_create(args: argparse.Namespace) -> int:
             logo_url=args.logo_url,
             backchannel_logout_uri=args.backchannel_logout_uri,
             access_token_format=args.access_token_format,
+            access_token_seconds=args.access_token_seconds,
+            refresh_token_seconds=args.refresh_token_seconds,
             agency_oris=args.agency,
         )
         client, secret = await Applications(deps).create(Actor.operator(), new, CTX)
@@ -656,6 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logo-url")
     p.add_argument("--backchannel-logout-uri")
     p.add_argument("--access-token-format", choices=["jwt", "opaque"], default="jwt")
+    p.add_argument("--access-token-seconds", type=int, default=300, help="60-3600 (default 300)")
+    p.add_argument("--refresh-token-seconds", type=int, default=8 * 3600, help="300-2592000 (default 8 hours)")
     p.add_argument("--agency", action="append", metavar="ORI", help="only these agencies' users (repeat)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_clients_create)

@@ -54,9 +54,27 @@ def test_create_list_rotate_and_disable(cli_env: str, capsys: pytest.CaptureFixt
 
     code, _, err = run(capsys, "clients", "create", "Bad", "--redirect-uri", "https://*.example/cb")
     assert code == 2 and "redirect" in err
+    code, _, err = run(
+        capsys, "clients", "create", "Slow", "--redirect-uri", "https://s.example/cb", "--access-token-seconds", "86400"
+    )
+    assert code == 2 and "lifetime" in err
+    code, out, _ = run(
+        capsys,
+        "clients",
+        "create",
+        "Fast",
+        "--redirect-uri",
+        "https://f.example/cb",
+        "--access-token-seconds",
+        "120",
+        "--refresh-token-seconds",
+        "3600",
+        "--json",
+    )
+    assert code == 0
     code, _, err = run(capsys, "clients", "disable", "no-such-client-id-000")
     assert code == 2
     code, out, _ = run(capsys, "audit", "export")
     types = [json.loads(line)["type"] for line in out.splitlines()]
-    assert types.count("ClientCreated") == 2 and "ClientSecretRotated" in types and "ClientDisabled" in types
+    assert types.count("ClientCreated") == 3 and "ClientSecretRotated" in types and "ClientDisabled" in types
     assert secret not in out

@@ -9,6 +9,7 @@ from alacop.core.accounts import User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
+from alacop.core.oidc import IssuedToken
 from alacop.core.ports import Transaction
 from alacop.core.sessions import EndReason, Session
 from alacop.core.tokens import new_token, token_hash
@@ -63,6 +64,15 @@ async def open_session(
 class Current:
     session: Session
     user: User
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A session a sign-out ended, and the application tokens its sign-ins had been issued."""
+
+    session: Session
+    user: User | None
+    revoked: tuple[IssuedToken, ...]
 
 
 class SessionManager:
@@ -131,3 +141,41 @@ class SessionManager:
                 ctx,
             )
         return True
+
+    async def sign_out(self, token: str | None, ctx: RequestContext) -> Ended | None:
+        """End the cookie's session as `end` does and revoke its applications' tokens, in one transaction."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        return await self.sign_out_hash(token_hash(token), ctx)
+
+    async def sign_out_hash(self, id_hash: str, ctx: RequestContext) -> Ended | None:
+        """The same for a session named by its stored hash (RP-initiated logout without the cookie)."""
+        now = self._deps.clock.now()
+        async with self._deps.store.transaction() as tx:
+            session = await tx.sessions.get(id_hash)
+            if session is None or session.ended_at is not None:
+                return None
+            if not await tx.sessions.end(id_hash, now, EndReason.SIGNED_OUT):
+                return None
+            user = await tx.users.get(session.user_id)
+            revoked = tuple(await tx.tokens.revoke_for_session(id_hash, now))
+
+            def event(kind: EventType, reason: str, details: dict[str, object]) -> AuditEvent:
+                return AuditEvent(
+                    kind,
+                    Outcome.SUCCESS,
+                    reason,
+                    actor_id=session.user_id,
+                    subject_id=session.user_id,
+                    subject_name=user.username if user else None,
+                    agency_id=user.agency_id if user else None,
+                    details={**details, "session_ref": id_hash[:12]},
+                )
+
+            await tx.audit.append(event(EventType.SESSION_ENDED, EndReason.SIGNED_OUT, {}), ctx)
+            for client_id in sorted({t.client_id for t in revoked}):
+                count = sum(1 for t in revoked if t.client_id == client_id)
+                await tx.audit.append(
+                    event(EventType.TOKEN_REVOKED, "session_ended", {"client_id": client_id, "revoked": count}), ctx
+                )
+        return Ended(session=session, user=user, revoked=revoked)

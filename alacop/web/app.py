@@ -153,6 +153,8 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # Back-channel logouts in flight get a moment to finish; the rest are cancelled.
+            await app.state.portal.oidc.close()
             await deps.limiter.close()
             await deps.store.close()
 
@@ -214,6 +216,10 @@ def create_app(
         Route("/admin/agencies/{agency_id}", admin.agency, methods=["GET"]),
         Route("/admin/agencies/{agency_id}", admin.update_agency, methods=["POST"]),
         Route("/admin/agencies/{agency_id}/coordinators", admin.coordinators, methods=["POST"]),
+        Route("/admin/applications", admin.applications, methods=["GET"]),
+        Route("/admin/applications", admin.create_application, methods=["POST"]),
+        Route("/admin/applications/{client_id}/disable", admin.disable_application, methods=["POST"]),
+        Route("/admin/applications/{client_id}/rotate-secret", admin.rotate_application_secret, methods=["POST"]),
         Route("/admin/policy", admin.policy, methods=["GET"]),
         Route("/admin/audit", admin.audit, methods=["GET"]),
         Route("/admin/audit/export", admin.export, methods=["POST"]),
@@ -225,6 +231,7 @@ def create_app(
         Route("/oauth/userinfo", oidc.userinfo, methods=["GET", "POST"]),
         Route("/oauth/revoke", oidc.revoke, methods=["POST"]),
         Route("/oauth/introspect", oidc.introspect, methods=["POST"]),
+        Route("/oauth/logout", oidc.end_session, methods=["GET", "POST"]),
         Route("/register", register.page, methods=["GET"]),
         Route("/register/submit", register.submit, methods=["POST"]),
         Route("/register/captcha/new", register.new_captcha, methods=["POST"]),

@@ -445,6 +445,7 @@ ADMIN = (
     "admin-agencies",
     "admin-agency",
     "admin-policy",
+    "admin-applications",
     "admin-audit",
     "admin-audit-verify",
 )
@@ -572,6 +573,10 @@ def admin_pages(open_sweep: Callable[[str], Sweep], portal: Portal) -> dict[str,
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Policy").click()
     _heading(page, "Policy in force")
     sweep.check("admin-policy")
+
+    page.get_by_role("navigation", name="Console").get_by_role("link", name="Applications").click()
+    _heading(page, "Authorized applications")
+    sweep.check("admin-applications")
 
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Audit").click()
     _heading(page, "Audit trail")

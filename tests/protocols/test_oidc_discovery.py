@@ -31,12 +31,14 @@ def test_discovery_names_only_what_exists(harness: Harness) -> None:
         "jwks_uri",
         "revocation_endpoint",
         "introspection_endpoint",
+        "end_session_endpoint",
     ):
         path = doc[name].removeprefix(ISSUER)
         # Every advertised endpoint answers (not 404) on this portal.
         method = harness.client.get if name in ("jwks_uri", "authorization_endpoint") else harness.client.post
         assert method(path).status_code != 404, name
-    assert "end_session_endpoint" not in doc
+    assert doc["backchannel_logout_supported"] is True and doc["backchannel_logout_session_supported"] is True
+    assert doc["frontchannel_logout_supported"] is False
 
 
 def test_jwks_publishes_one_es256_and_one_rs256_key(harness: Harness) -> None:

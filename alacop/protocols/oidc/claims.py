@@ -11,7 +11,7 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
     "agency": ("agency_name", "agency_ori"),
     "roles": ("roles",),
 }
-ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "acr", "amr")
+ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "acr", "amr", "sid")
 CLAIMS_SUPPORTED = tuple(dict.fromkeys((*ID_TOKEN_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims))))
 
 

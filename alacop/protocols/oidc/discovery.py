@@ -16,6 +16,7 @@ ENDPOINTS = {
     "jwks_uri": "/oauth/jwks",
     "revocation_endpoint": "/oauth/revoke",
     "introspection_endpoint": "/oauth/introspect",
+    "end_session_endpoint": "/oauth/logout",
 }
 
 
@@ -40,4 +41,7 @@ def metadata(issuer: str) -> dict[str, object]:
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
     }

@@ -37,6 +37,7 @@ from alacop.protocols.oidc._util import (
     half_hash,
     new_secret,
     secret_hash,
+    session_sid,
 )
 from alacop.protocols.oidc.claims import user_claims
 from alacop.protocols.oidc.clientauth import authenticate
@@ -360,6 +361,9 @@ class TokenEndpoint:
             amr=list(grant.amr),
             at_hash=half_hash(access_token),
         )
+        if grant.session_hash:
+            # Back-Channel Logout 1.0 2.1: the portal session, so a logout token can name it.
+            claims["sid"] = session_sid(self._deps.pepper, grant.session_hash)
         if grant.nonce:
             claims["nonce"] = grant.nonce
         header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}

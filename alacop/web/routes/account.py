@@ -56,10 +56,21 @@ async def logout(request: Request) -> Response:
     if not http.check_form_token(request, http.field(form, "csrf_token")):
         raise CsrfFailed("sign-out without a valid token")
     token = request.cookies.get(http.cookie_name(request, SESSION_COOKIE))
-    await http.portal(request).sessions.end(token, http.context(request))
+    p = http.portal(request)
+    ctx = http.context(request)
+    # Ends the session and revokes its applications' tokens; then (not waited for) tells every
+    # application with a back-channel logout URI, after the transaction has committed.
+    ended = await p.sessions.sign_out(token, ctx)
+    if ended is not None:
+        await p.oidc.propagate_logout(ended, ctx)
     response = RedirectResponse("/login", status_code=303)
     http.clear_cookie(request, response, SESSION_COOKIE)
     return response
+
+
+def signed_out(request: Request, client_name: str | None = None) -> Response:
+    """The portal's own signed-out page, for an application's sign-out that may not redirect."""
+    return template(request, "oidc/signed_out.html", {"client_name": client_name})
 
 
 def _password_context(request: Request, who: Current, messages: tuple[Message, ...]) -> dict[str, object]:

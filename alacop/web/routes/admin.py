@@ -16,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from alacop.core.accounts import Role, UserStatus
+from alacop.core.applications import Applications, NewApplication
 from alacop.core.audit import AuditChain, EventType, Outcome
 from alacop.core.authz import Actor, actor_for
 from alacop.core.console import MAX_ROWS, AuditFilter, Console
 from alacop.core.errors import AlacopError, Conflict, CsrfFailed, InvalidInput, NotFound, StepUpRequired
+from alacop.core.oidc import KNOWN_SCOPES
 from alacop.core.session_manager import Current
 from alacop.flows.base import Message
 from alacop.web import http
@@ -47,6 +49,7 @@ _DONE = {
     "agency_created": "The agency was created.",
     "agency_updated": "The agency was saved.",
     "coordinators_changed": "The coordinators were saved.",
+    "application_disabled": "The application was disabled: it can no longer sign anyone in.",
 }
 
 
@@ -421,3 +424,107 @@ async def export(request: Request) -> Response:
         media_type=media,
         headers={"Content-Disposition": f'attachment; filename="alacop-audit-{stamp}.{fmt}"'},
     )
+
+
+# -- authorized applications (administrators) ---------------------------------------------------------
+def _lines(value: str) -> list[str]:
+    return [part.strip() for part in value.replace(",", "\n").splitlines() if part.strip()]
+
+
+async def _applications_page(
+    request: Request,
+    seat: Seat,
+    messages: tuple[Message, ...],
+    status: int,
+    shown_secret: tuple[str, str] | None = None,
+) -> Response:
+    await seat.console.require_admin(seat.actor, seat.ctx, "view_applications")
+    listed = await Applications(http.portal(request).deps).registered(seat.actor)
+    response = seat.page(
+        "applications",
+        "applications",
+        {"listed": listed, "known_scopes": KNOWN_SCOPES, "shown_secret": shown_secret},
+        messages,
+        status,
+    )
+    if shown_secret:
+        # The secret is in this page only: never cached, never repeated.
+        response.headers["cache-control"] = "no-store"
+    return response
+
+
+applications = view("view_applications", _applications_page)
+
+
+async def _application_change(request: Request, action: str) -> tuple[Seat, dict[str, str]] | Response:
+    await rate_limit(request, "console")
+    form = await http.read_form(request, max_fields=60)
+    if not http.check_form_token(request, http.field(form, "csrf_token")):
+        raise CsrfFailed(f"console {action} without a valid token")
+    values: dict[str, str] = {}
+    for key in form:
+        values[key] = http.field(form, key, max_length=4096)
+    values["scope"] = " ".join(str(v) for v in form.getlist("scope") if isinstance(v, str))
+    seat = await _seat(request, action)
+    if isinstance(seat, Response):
+        return seat
+    await seat.console.require_admin(seat.actor, seat.ctx, action)
+    return seat, values
+
+
+async def create_application(request: Request) -> Response:
+    got = await _application_change(request, "create_application")
+    if isinstance(got, Response):
+        return got
+    seat, v = got
+    new = NewApplication(
+        name=v.get("name", ""),
+        redirect_uris=_lines(v.get("redirect_uris", "")),
+        post_logout_redirect_uris=_lines(v.get("post_logout_redirect_uris", "")),
+        public=v.get("client_type") == "public",
+        scopes=v["scope"].split() or None,
+        initiate_login_uri=v.get("initiate_login_uri") or None,
+        logo_url=v.get("logo_url") or None,
+        backchannel_logout_uri=v.get("backchannel_logout_uri") or None,
+        access_token_format=v.get("access_token_format", "jwt"),
+        agency_oris=_lines(v.get("agencies", "")) or None,
+    )
+    try:
+        client, secret = await Applications(http.portal(request).deps).create(seat.actor, new, seat.ctx)
+    except StepUpRequired:
+        return to_reauth("/admin/applications")
+    except (InvalidInput, Conflict, NotFound) as exc:
+        return await _applications_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
+    done = Message("application_created", f"{client.name} was registered.", "success")
+    return await _applications_page(request, seat, (done,), 200, (client.client_id, secret or ""))
+
+
+async def disable_application(request: Request) -> Response:
+    got = await _application_change(request, "disable_application")
+    if isinstance(got, Response):
+        return got
+    seat, _ = got
+    try:
+        await Applications(http.portal(request).deps).disable(seat.actor, _param(request, "client_id"), seat.ctx)
+    except StepUpRequired:
+        return to_reauth("/admin/applications")
+    except (InvalidInput, Conflict) as exc:
+        return await _applications_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
+    return RedirectResponse("/admin/applications?done=application_disabled", status_code=303)
+
+
+async def rotate_application_secret(request: Request) -> Response:
+    got = await _application_change(request, "rotate_application_secret")
+    if isinstance(got, Response):
+        return got
+    seat, _ = got
+    try:
+        client, secret = await Applications(http.portal(request).deps).rotate_secret(
+            seat.actor, _param(request, "client_id"), seat.ctx
+        )
+    except StepUpRequired:
+        return to_reauth("/admin/applications")
+    except (InvalidInput, Conflict) as exc:
+        return await _applications_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
+    done = Message("secret_rotated", f"A new secret for {client.name}; the old one no longer works.", "success")
+    return await _applications_page(request, seat, (done,), 200, (client.client_id, secret))

@@ -1,8 +1,13 @@
 """OpenID Connect routes: parse the request, call the provider (alacop/protocols/oidc), send its answer.
 
-No CSRF tokens here: the authorization endpoint is a GET that only issues a code to a registered
-redirect URI, and the others are called by applications, protected by client authentication, PKCE
-and bearer tokens.
+No CSRF tokens on the protocol endpoints: the authorization endpoint is a GET that only issues a
+code to a registered redirect URI, and the others are called by applications, protected by client
+authentication, PKCE and bearer tokens. The end-session endpoint is the exception: it signs a person
+out, so unless a verified id_token_hint names the signed-in user it asks first, with a form that
+carries the CSRF token.
+
+The token, revocation, introspection and userinfo endpoints are limited per address (a generous
+multiple of the portal's limit, OAUTH_RATE_FACTOR), answering a burst with a JSON 429.
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from alacop.core.errors import AlacopError
+from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.errors import AlacopError, RateLimited
 from alacop.protocols.oidc.authorization import Redirect
 from alacop.web import http
-from alacop.web.routes.account import current
+from alacop.web.render import template
+from alacop.web.routes._common import RATE_WINDOW_SECONDS, rate_limit
+from alacop.web.routes.account import current, signed_out
+from alacop.web.routes.login import SESSION_COOKIE
 
+# Applications call these from their servers, often many users behind one address: the portal's
+# per-address limit (30/min by default) times this, per endpoint.
+OAUTH_RATE_FACTOR = 100
 _PUBLIC_JSON = {"Cache-Control": "public, max-age=60", "Access-Control-Allow-Origin": "*"}
 
 
@@ -45,6 +57,23 @@ async def authorize(request: Request) -> Response:
     return RedirectResponse(f"/login?{urlencode({'return_to': outcome.return_to})}", status_code=303)
 
 
+async def _limited(request: Request, bucket: str) -> Response | None:
+    """A JSON 429 in the OAuth error format once the address has spent its allowance."""
+    try:
+        await rate_limit(request, bucket, factor=OAUTH_RATE_FACTOR)
+    except RateLimited:
+        await http.portal(request).audit(
+            AuditEvent(EventType.RATE_LIMITED, Outcome.FAILURE, "rate_limited", details={"path": request.url.path}),
+            request,
+        )
+        body: dict[str, object] = {
+            "error": "temporarily_unavailable",
+            "error_description": "too many requests from this address; retry later",
+        }
+        return _json(429, body, [("Retry-After", str(RATE_WINDOW_SECONDS)), ("Cache-Control", "no-store")])
+    return None
+
+
 async def _form(request: Request) -> list[tuple[str, str]] | Response:
     try:
         form = await http.read_form(request)
@@ -54,6 +83,8 @@ async def _form(request: Request) -> list[tuple[str, str]] | Response:
 
 
 async def token(request: Request) -> Response:
+    if limited := await _limited(request, "oauth_token"):
+        return limited
     items = await _form(request)
     if isinstance(items, Response):
         return items
@@ -63,6 +94,8 @@ async def token(request: Request) -> Response:
 
 
 async def userinfo(request: Request) -> Response:
+    if limited := await _limited(request, "oauth_userinfo"):
+        return limited
     form_token = None
     if request.method == "POST" and request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
@@ -76,6 +109,8 @@ async def userinfo(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
+    if limited := await _limited(request, "oauth_revoke"):
+        return limited
     items = await _form(request)
     if isinstance(items, Response):
         return items
@@ -85,9 +120,62 @@ async def revoke(request: Request) -> Response:
 
 
 async def introspect(request: Request) -> Response:
+    if limited := await _limited(request, "oauth_introspect"):
+        return limited
     items = await _form(request)
     if isinstance(items, Response):
         return items
     p = http.portal(request)
     answer = await p.oidc.introspect(items, request.headers.get("authorization"), http.context(request))
     return _json(answer.status, answer.body, answer.headers)
+
+
+async def end_session(request: Request) -> Response:
+    """OpenID Connect RP-Initiated Logout 1.0, GET or POST; the confirmation page posts back here."""
+    p = http.portal(request)
+    ctx = http.context(request)
+    if request.method == "POST":
+        form = await http.read_form(request)
+        items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+        confirmed = http.check_form_token(request, dict(items).get("csrf_token", ""))
+    else:
+        items = list(request.query_params.multi_items())
+        confirmed = False
+    checked = await p.oidc.check_logout([(k, v) for k, v in items if k != "csrf_token"], ctx)
+    who = await current(request, aal2=False)
+    hint = checked.hint
+    names_session = (
+        who is not None
+        and hint is not None
+        and hint.sub == who.user.id
+        and (hint.sid is None or hint.sid == p.oidc.sid(who.session.id_hash))
+    )
+    if who is not None and not (confirmed or names_session):
+        # A link anyone could send: ask first (the spec lets the OP confirm with the user).
+        secret, _ = http.ensure_browser_secret(request)
+        return template(
+            request,
+            "oidc/logout_confirm.html",
+            {
+                "user": who.user,
+                "client": checked.client,
+                "params": checked.params,
+                "csrf_token": http.form_token(request, secret),
+            },
+        )
+    if who is not None:
+        ended = await p.sessions.sign_out(request.cookies.get(http.cookie_name(request, SESSION_COOKIE)), ctx)
+    elif hint is not None and (id_hash := await p.oidc.session_for(hint)) is not None:
+        # No cookie (a cross-site POST does not carry a SameSite=Lax one): the verified hint's sid names it.
+        ended = await p.sessions.sign_out_hash(id_hash, ctx)
+    else:
+        ended = None
+    if ended is not None:
+        await p.oidc.propagate_logout(ended, ctx)
+    response = (
+        RedirectResponse(checked.location, status_code=303)
+        if checked.location
+        else signed_out(request, checked.client.name if checked.client else None)
+    )
+    http.clear_cookie(request, response, SESSION_COOKIE)
+    return response
