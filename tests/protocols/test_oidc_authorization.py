@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
+import re
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from alacop.core.oidc import CODE_LIFETIME
 from tests.conftest import Harness, audit_details
@@ -125,3 +127,24 @@ def test_user_of_another_agency_is_denied(signed_in: Harness) -> None:
 
 def test_code_lifetime_is_sixty_seconds() -> None:
     assert timedelta(seconds=60) == CODE_LIFETIME
+
+
+def test_cant_access_your_account_leads_back_to_the_application(harness: Harness) -> None:
+    h = harness
+    h.create_user()
+    rp = register(h)
+    login = authorize(h, rp).headers["location"]
+    page = h.client.get(login)
+    return_to = page.context["flow"].return_to
+    assert return_to.startswith("/oauth/authorize?")
+    found = re.search(r'href="(/recover\?return_to=[^"]+)">Can\'t access your account\?', page.text)
+    assert found, "the recovery link does not carry the way back"
+    link = html.unescape(found.group(1))
+    assert parse_qs(urlsplit(link).query)["return_to"] == [return_to]
+    recovery = h.client.get(link)
+    assert recovery.template.name == "recover/account_type.html"
+    assert recovery.context["flow"].return_to == return_to
+    # Only local addresses are carried; anything else starts a plain recovery.
+    for outside in ("https://evil.example/x", "//evil.example/x", "/\\evil.example"):
+        plain = h.client.get(f"/recover?return_to={quote(outside, safe='')}")
+        assert plain.context["flow"].return_to is None

@@ -18,6 +18,7 @@ from alacop.methods.webauthn import authentication_options
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import flow_step, rate_limit
+from alacop.web.routes.login import local_return_to
 
 EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
 _TEMPLATES = {
@@ -41,9 +42,9 @@ def _flow_id(request: Request) -> str:
     return request.query_params.get("flow", "")[:64]
 
 
-async def _restart(request: Request, secret: str, *messages: Message) -> Response:
+async def _restart(request: Request, secret: str, *messages: Message, return_to: str | None = None) -> Response:
     await rate_limit(request, "flow", factor=4)
-    flow = await http.portal(request).recovery.start(secret)
+    flow = await http.portal(request).recovery.start(secret, return_to=return_to)
     if messages:
         flow = replace(flow, messages=messages)
     return await render(request, flow)
@@ -96,7 +97,8 @@ async def page(request: Request) -> Response:
     secret, _ = http.ensure_browser_secret(request)
     flow_id = _flow_id(request)
     if not flow_id:
-        return await _restart(request, secret)
+        # From a sign-in on its way back to an application: recovery ends with a link back there.
+        return await _restart(request, secret, return_to=local_return_to(request.query_params.get("return_to")))
     try:
         flow = await p.recovery.load(flow_id, secret)
     except FlowExpired:
