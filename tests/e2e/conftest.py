@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from alacop.help.build import CHROMIUM, CHROMIUM_ARGS, free_port, healthy, stop_process
 
 from .support import DESKTOP, SCREENSHOTS, DemoAccount, PageProblems, Portal, watch
 
 STARTUP_TIMEOUT = 30.0
+# Assertions wait as long as locators do: a sign-in's argon2 on a busy 2-core CI machine can take
+# several seconds, and a 5-second wait turned that into a false failure.
+expect.set_options(timeout=10_000)
 
 
 @contextmanager
