@@ -480,6 +480,12 @@ class SqlSessions(_Repo):
         return count > 0
 
     async def end_all_for_user(self, user_id: str, at: datetime, reason: str) -> int:
+        # In the same transaction: single sign-on tokens go with the sessions (see the Protocol).
+        await self.conn.execute(
+            "UPDATE oauth_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id,
+            self.conn.ts(at),
+        )
         return await self.conn.execute(
             "UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE user_id = $1 AND ended_at IS NULL",
             user_id,

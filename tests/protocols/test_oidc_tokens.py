@@ -7,9 +7,13 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from alacop.core.accounts import UserStatus
+from alacop.core.context import RequestContext
+from alacop.core.directory import Directory
 from alacop.core.oidc import TokenFormat
 from tests.conftest import Harness, audit_details
 from tests.protocols.conftest import ISSUER, RP, code_for, exchange, pkce, register, verify
@@ -223,3 +227,33 @@ def test_revocation_and_introspection(signed_in: Harness) -> None:
 
 def _fields(client: Any) -> dict[str, Any]:
     return {name: getattr(client, name) for name in client.__slots__}
+
+
+@pytest.mark.parametrize("how", ["disable", "reset_methods", "unlock_no", "end_sessions"])
+def test_tokens_end_with_the_accounts_sessions(signed_in: Harness, how: str) -> None:
+    """Disabling, re-proofing or ending every session of an account revokes what applications hold."""
+    h = signed_in
+    rp = register(h)
+    tokens = exchange(h, rp, code_for(h, rp, scope="openid offline_access")).json()
+    user = h.user("cs0101")
+    assert user is not None
+    directory = Directory(h.portal.deps)
+    ctx = RequestContext.system("test")
+    if how == "disable":
+        h.run(directory.set_status, "cs0101", UserStatus.DISABLED, ctx)
+    elif how == "reset_methods":
+        h.run(directory.reset_methods, "cs0101", "seen in person", ctx)
+    elif how == "end_sessions":
+
+        async def end_all() -> None:
+            async with h.portal.deps.store.transaction() as tx:
+                await tx.sessions.end_all_for_user(user.id, h.clock.now(), "ended_by_admin")
+
+        h.run(end_all)
+    else:
+        # An unlock ends no session: the tokens stay good.
+        h.run(directory.unlock, "cs0101", ctx)
+    seen = h.client.post("/oauth/introspect", data={"token": tokens["refresh_token"]}, auth=rp.auth).json()
+    assert seen["active"] is (how == "unlock_no")
+    refreshed = _refresh(h, rp, tokens["refresh_token"])
+    assert (refreshed.status_code == 200) is (how == "unlock_no")
