@@ -19,7 +19,8 @@ from alacop.core.errors import InvalidInput
 
 # Scopes an application may be allowed; `agency` adds the agency's name and ORI, `roles` the roles.
 KNOWN_SCOPES = ("openid", "profile", "email", "agency", "roles", "offline_access")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+# What a client id looks like (new_client_id makes 24 of these characters); anything else is no client.
+CLIENT_ID_FORMAT = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _NAME = re.compile(r"^[^\x00-\x1f<>\"{}\\]{1,100}$")
 
 
@@ -135,7 +136,7 @@ def new_client_id() -> str:
 
 
 def validate_client_id(value: str) -> str:
-    if not _CLIENT_ID.fullmatch(value or ""):
+    if not CLIENT_ID_FORMAT.fullmatch(value or ""):
         raise InvalidInput("not a client id", code="invalid_client_id")
     return value
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import html
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
 
 from alacop.core.oidc import CODE_LIFETIME
 from tests.conftest import Harness, audit_details
@@ -148,3 +151,24 @@ def test_cant_access_your_account_leads_back_to_the_application(harness: Harness
     for outside in ("https://evil.example/x", "//evil.example/x", "/\\evil.example"):
         plain = h.client.get(f"/recover?return_to={quote(outside, safe='')}")
         assert plain.context["flow"].return_to is None
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/oauth/authorize?client_id=a%00b&redirect_uri=https://x&response_type=code&scope=openid",
+        "/oauth/authorize?client_id=AAAAAAAAAAAAAAAAAAAAAAAA&state=s%00&response_type=code&scope=openid",
+        "/oauth/logout?client_id=a%00b",
+        "/login?return_to=%2Foauth%2Fauthorize%3Fclient_id%3Da%2500b",
+    ],
+)
+def test_nul_bytes_never_reach_the_database(signed_in: Harness, path: str) -> None:
+    answer = signed_in.client.get(path, follow_redirects=False)
+    assert answer.status_code in (200, 303, 400), (path, answer.status_code)
+    assert "location" not in answer.headers or not answer.headers["location"].startswith("https://x")
+
+
+def test_authorization_requests_are_rate_limited(app_factory: Any) -> None:
+    h = app_factory(ALACOP_POLICY__RATE_LIMIT_PER_MINUTE=1)
+    codes = {h.client.get("/oauth/authorize?client_id=nope", follow_redirects=False).status_code for _ in range(110)}
+    assert 429 in codes

@@ -257,3 +257,31 @@ def test_tokens_end_with_the_accounts_sessions(signed_in: Harness, how: str) -> 
     assert seen["active"] is (how == "unlock_no")
     refreshed = _refresh(h, rp, tokens["refresh_token"])
     assert (refreshed.status_code == 200) is (how == "unlock_no")
+
+
+def test_a_refresh_without_offline_access_ends_the_family(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    tokens = exchange(h, rp, code_for(h, rp, scope="openid profile offline_access")).json()
+    narrowed = h.client.post(
+        "/oauth/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "scope": "openid profile"},
+        auth=rp.auth,
+    ).json()
+    assert narrowed["scope"] == "openid profile" and "refresh_token" not in narrowed
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"grant_type": "client_credentials", "client_id": "a\x00b"},
+        {"grant_type": "authorization_code", "code": "x\x00", "redirect_uri": "https://x"},
+    ],
+)
+def test_control_characters_are_an_invalid_request_not_a_server_error(signed_in: Harness, data: dict[str, str]) -> None:
+    h = signed_in
+    for path in ("/oauth/token", "/oauth/revoke", "/oauth/introspect"):
+        answer = h.client.post(path, data=data)
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", (path, answer.text)
+    basic = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("a\x00b", "c"))
+    assert basic.status_code in (400, 401)

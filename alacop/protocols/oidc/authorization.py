@@ -18,7 +18,7 @@ from alacop.core.audit import EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError
-from alacop.core.oidc import CODE_LIFETIME, AuthorizationCode, Client
+from alacop.core.oidc import CLIENT_ID_FORMAT, CODE_LIFETIME, AuthorizationCode, Client
 from alacop.core.session_manager import Current
 from alacop.protocols.oidc._util import (
     ACCESS_DENIED,
@@ -112,8 +112,10 @@ class AuthorizationEndpoint:
         names = [name for name, _ in items]
         if names.count("client_id") > 1 or names.count("redirect_uri") > 1:
             reason = "repeated_parameter"
-        elif not client_id or len(client_id) > 64:
+        elif not client_id:
             reason = "client_id_missing"
+        elif not CLIENT_ID_FORMAT.fullmatch(client_id):
+            reason = "client_unknown"
         else:
             async with self._deps.store.read() as tx:
                 client = await tx.clients.get(client_id)

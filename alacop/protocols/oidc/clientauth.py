@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
 from alacop.core.deps import Deps
-from alacop.core.oidc import Client, client_secret_matches
+from alacop.core.oidc import CLIENT_ID_FORMAT, Client, client_secret_matches
 from alacop.protocols.oidc._util import INVALID_CLIENT, INVALID_REQUEST, OAuthError
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
@@ -54,7 +54,7 @@ async def authenticate(
             raise OAuthError(INVALID_REQUEST, "client_id does not match the credentials")
     else:
         client_id, secret = form.get("client_id", ""), posted_secret
-    if not client_id or len(client_id) > 64:
+    if not CLIENT_ID_FORMAT.fullmatch(client_id or ""):
         raise _refused("client authentication failed", basic=basic is not None)
     async with deps.store.read() as tx:
         client = await tx.clients.get(client_id)

@@ -29,7 +29,7 @@ from alacop.core.accounts import User
 from alacop.core.audit import EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
-from alacop.core.oidc import Client
+from alacop.core.oidc import CLIENT_ID_FORMAT, Client
 from alacop.core.session_manager import Ended
 from alacop.protocols.oidc._util import client_event, epoch, session_sid, with_params
 from alacop.protocols.oidc.keys import ALGORITHMS, KeyRing
@@ -90,7 +90,7 @@ class EndSession:
             # OpenID RP-Initiated Logout 1.0 2: the client_id must be the one the ID token was issued to.
             refused = "client_id_mismatch"
         client: Client | None = None
-        if client_id and not refused:
+        if client_id and not refused and CLIENT_ID_FORMAT.fullmatch(client_id):
             async with self._deps.store.read() as tx:
                 client = await tx.clients.get(client_id)
         location: str | None = None

@@ -225,9 +225,12 @@ class TokenEndpoint:
             agency = await tx.agencies.get(user.agency_id) if user else None
         if user is None or not user.active or not client.allows_agency(user.agency_id):
             raise OAuthError(INVALID_GRANT, "the user may not use this application")
+        # Only what was granted, was asked for now, and the application is still allowed (an administrator
+        # may have narrowed it since the sign-in).
+        scope = [s for s in granted if s in requested and s in client.scopes]
         grant = _Grant(
             client=client,
-            scope=" ".join(s for s in granted if s in requested),
+            scope=" ".join(scope),
             family_id=record.family_id,
             user=user,
             agency=agency,
@@ -235,8 +238,9 @@ class TokenEndpoint:
             acr=record.acr,
             amr=record.amr,
             session_hash=record.session_hash,
-            # The family's lifetime is fixed at the sign-in: rotation never extends it.
-            refresh_expires_at=record.refresh_expires_at,
+            # The family's lifetime is fixed at the sign-in: rotation never extends it. A refresh that
+            # drops offline_access ends the family: no new refresh token comes with it.
+            refresh_expires_at=record.refresh_expires_at if "offline_access" in scope else None,
         )
         token, body = await self._mint(grant, now)
         async with self._deps.store.transaction() as tx:

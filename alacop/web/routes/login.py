@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from alacop.core.errors import FlowExpired, FlowInvalid
+from alacop.core.oidc import CLIENT_ID_FORMAT
 from alacop.core.session_manager import MAX_TOKEN_LENGTH
 from alacop.core.sessions import EndReason
 from alacop.flows.base import Message
@@ -99,7 +100,7 @@ async def page(request: Request) -> Response:
 async def _application(request: Request, flow: LoginFlow) -> str | None:
     """The name of the application the user is signing in to, for "to continue to …"."""
     client_id = _authorization_params(flow.return_to).get("client_id", "")
-    if not client_id or len(client_id) > 64:
+    if not CLIENT_ID_FORMAT.fullmatch(client_id):
         return None
     async with http.portal(request).deps.store.read() as tx:
         client = await tx.clients.get(client_id)

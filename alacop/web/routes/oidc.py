@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from alacop.core.audit import AuditEvent, EventType, Outcome
-from alacop.core.errors import AlacopError, RateLimited
+from alacop.core.errors import AlacopError, InvalidInput, RateLimited
 from alacop.protocols.oidc.authorization import Redirect
 from alacop.web import http
 from alacop.web.render import template
@@ -49,9 +49,15 @@ async def jwks(request: Request) -> Response:
 
 
 async def authorize(request: Request) -> Response:
+    # Every refusal here is audited, so bursts are limited like the other endpoints (audit writes serialise).
+    await rate_limit(request, "oauth_authorize", factor=OAUTH_RATE_FACTOR)
     p = http.portal(request)
+    items = list(request.query_params.multi_items())
+    if _controls(items):
+        # Malformed before any client is known: the portal's page, never a redirect.
+        raise InvalidInput("malformed authorization request", code="authorization_refused")
     who = await current(request)
-    outcome = await p.oidc.authorize(list(request.query_params.multi_items()), who, http.context(request))
+    outcome = await p.oidc.authorize(items, who, http.context(request))
     if isinstance(outcome, Redirect):
         return RedirectResponse(outcome.location, status_code=302)
     return RedirectResponse(f"/login?{urlencode({'return_to': outcome.return_to})}", status_code=303)
@@ -74,12 +80,23 @@ async def _limited(request: Request, bucket: str) -> Response | None:
     return None
 
 
+def _controls(items: list[tuple[str, str]]) -> bool:
+    """Whether any parameter holds a control character (NUL among them, which PostgreSQL refuses)."""
+    return any(ord(c) < 32 or ord(c) == 127 for pair in items for text in pair for c in text)
+
+
+_MALFORMED = {"error": "invalid_request", "error_description": "a parameter holds characters that are not allowed"}
+
+
 async def _form(request: Request) -> list[tuple[str, str]] | Response:
     try:
         form = await http.read_form(request)
     except AlacopError:
         return _json(400, {"error": "invalid_request", "error_description": "expected a form body"}, [])
-    return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+    if _controls(items) or _controls([("authorization", request.headers.get("authorization", ""))]):
+        return _json(400, dict(_MALFORMED), [("Cache-Control", "no-store")])
+    return items
 
 
 async def token(request: Request) -> Response:
@@ -132,6 +149,7 @@ async def introspect(request: Request) -> Response:
 
 async def end_session(request: Request) -> Response:
     """OpenID Connect RP-Initiated Logout 1.0, GET or POST; the confirmation page posts back here."""
+    await rate_limit(request, "oauth_logout", factor=OAUTH_RATE_FACTOR)
     p = http.portal(request)
     ctx = http.context(request)
     if request.method == "POST":
@@ -141,6 +159,8 @@ async def end_session(request: Request) -> Response:
     else:
         items = list(request.query_params.multi_items())
         confirmed = False
+    if _controls(items):
+        raise InvalidInput("malformed logout request", code="logout_refused")
     checked = await p.oidc.check_logout([(k, v) for k, v in items if k != "csrf_token"], ctx)
     who = await current(request, aal2=False)
     hint = checked.hint
