@@ -192,6 +192,14 @@ class TokenRepository(Protocol):
         """Revoke what a portal session's sign-ins issued; returns the tokens revoked."""
         ...
 
+    async def pending_logouts(self, limit: int) -> Sequence[tuple[str, str, str]]:
+        """(client_id, user_id, session_hash) of sessions ended in bulk whose applications are not told yet."""
+        ...
+
+    async def claim_logout(self, client_id: str, session_hash: str) -> bool:
+        """Take one pending notice: of several senders (instances), exactly one gets True."""
+        ...
+
 
 class SessionRepository(Protocol):
     async def add(self, session: Session) -> None: ...

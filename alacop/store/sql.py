@@ -480,9 +480,11 @@ class SqlSessions(_Repo):
         return count > 0
 
     async def end_all_for_user(self, user_id: str, at: datetime, reason: str) -> int:
-        # In the same transaction: single sign-on tokens go with the sessions (see the Protocol).
+        # In the same transaction: single sign-on tokens go with the sessions (see the Protocol), and
+        # those a portal session was issued leave a notice for back-channel logout (BackChannel.sweep).
         await self.conn.execute(
-            "UPDATE oauth_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+            "UPDATE oauth_tokens SET revoked_at = $2, logout_pending = (session_hash IS NOT NULL) "
+            "WHERE user_id = $1 AND revoked_at IS NULL",
             user_id,
             self.conn.ts(at),
         )
@@ -964,6 +966,22 @@ class SqlTokens(_Repo):
             code_hash,
             self.conn.ts(at),
         )
+
+    async def pending_logouts(self, limit: int) -> Sequence[tuple[str, str, str]]:
+        rows = await self.conn.fetch(
+            "SELECT DISTINCT client_id, user_id, session_hash FROM oauth_tokens WHERE logout_pending "
+            f"AND user_id IS NOT NULL AND session_hash IS NOT NULL ORDER BY client_id LIMIT {max(1, int(limit))}"
+        )
+        return [(r["client_id"], r["user_id"], r["session_hash"]) for r in rows]
+
+    async def claim_logout(self, client_id: str, session_hash: str) -> bool:
+        count = await self.conn.execute(
+            "UPDATE oauth_tokens SET logout_pending = FALSE WHERE client_id = $1 AND session_hash = $2 "
+            "AND logout_pending",
+            client_id,
+            session_hash,
+        )
+        return count > 0
 
     async def revoke_for_session(self, session_hash: str, at: datetime) -> Sequence[IssuedToken]:
         rows = await self.conn.fetch(

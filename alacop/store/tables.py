@@ -306,4 +306,7 @@ oauth_tokens = Table(
     Column("acr", String(8)),
     Column("refreshed_at", UTCDateTime),
     Column("revoked_at", UTCDateTime),
+    # Set when the token was revoked because every session of its user ended (a disable, a lock, …):
+    # applications with a back-channel URI are still to be told; cleared by the one sender that claims it.
+    Column("logout_pending", Boolean, nullable=False, default=False),
 )

@@ -26,6 +26,7 @@ from alacop.config import Settings, ensure_secret
 from alacop.core.approvals import Approvals
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.clock import Clock
+from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError
@@ -109,6 +110,21 @@ async def _maintenance(deps: Deps) -> None:
         await asyncio.sleep(MAINTENANCE_SECONDS)
 
 
+# Back-channel logout for sessions ended in bulk (disable, lock, reset): every instance sweeps the notices
+# the core left on the revoked tokens; a claim by conditional update sends each exactly once.
+LOGOUT_SWEEP_SECONDS = 10.0
+
+
+async def _logout_sweep(provider: Provider) -> None:
+    ctx = RequestContext(source_ip="local", user_agent="alacop-serve back-channel logout", request_id="")
+    while True:
+        await asyncio.sleep(LOGOUT_SWEEP_SECONDS)
+        try:
+            await provider.sweep_logouts(ctx)
+        except Exception:  # never take the portal down; the notices stay for the next sweep
+            log.exception("back-channel logout sweep failed")
+
+
 def create_app(
     settings: Settings,
     *,
@@ -146,10 +162,11 @@ def create_app(
         )
         upkeep = asyncio.create_task(_housekeeping(deps))
         accounts_upkeep = asyncio.create_task(_maintenance(deps))
+        logout_sweep = asyncio.create_task(_logout_sweep(app.state.portal.oidc))
         try:
             yield
         finally:
-            for task in (upkeep, accounts_upkeep):
+            for task in (upkeep, accounts_upkeep, logout_sweep):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

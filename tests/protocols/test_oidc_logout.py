@@ -14,6 +14,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
+from alacop.core.accounts import UserStatus
+from alacop.core.context import RequestContext
+from alacop.core.directory import Directory
 from alacop.protocols.oidc.logout import BACKCHANNEL_EVENT
 from tests.conftest import Harness, audit_details
 from tests.protocols.conftest import ISSUER, RP, code_for, exchange, register, verify
@@ -236,3 +239,24 @@ def test_oauth_endpoints_are_rate_limited_per_address(app_factory: Callable[...,
     # Each endpoint has its own allowance.
     assert h.client.post("/oauth/token", data={"grant_type": "client_credentials"}).status_code == 401
     assert "RateLimited" in h.audit_types()
+
+
+def test_a_disabled_account_is_logged_out_of_its_applications_once(signed_in: Harness, receiver: Receiver) -> None:
+    """Sessions ended in bulk leave notices on the tokens; the sweep sends each one exactly once."""
+    h = signed_in
+    rp = register(h, backchannel_logout_uri=receiver.uri)
+    quiet = register(h)  # no back-channel URI: its notice is taken and dropped
+    tokens = _tokens(h, rp)
+    _tokens(h, quiet)
+    sid = verify(h, tokens["id_token"], iss=ISSUER, aud=rp.client_id)["sid"]
+    user = h.user("cs0101")
+    assert user is not None
+    ctx = RequestContext.system("test")
+    assert h.run(h.portal.oidc.sweep_logouts, ctx) == 0, "nothing is pending before the account changes"
+    h.run(Directory(h.portal.deps).set_status, "cs0101", UserStatus.DISABLED, ctx)
+    assert h.run(h.portal.oidc.sweep_logouts, ctx) == 1
+    assert h.run(h.portal.oidc.sweep_logouts, ctx) == 0, "a notice is sent once"
+    (post,) = receiver.posts
+    claims = verify(h, post[2]["logout_token"][0], iss=ISSUER, aud=rp.client_id, sub=user.id, sid=sid)
+    assert claims["events"] == {BACKCHANNEL_EVENT: {}}
+    assert [e.outcome for e in h.events("LogoutPropagated")] == ["success"]

@@ -183,6 +183,30 @@ class BackChannel:
             started += 1
         return started
 
+    async def sweep(self, ctx: RequestContext, limit: int = 100) -> int:
+        """Tell applications of the sessions ended in bulk (a disable, a lock, a reset) since the last sweep.
+
+        Those ends happen in core services that know nothing of HTTP; they leave a notice on the revoked
+        tokens instead, and every instance sweeps. Each notice is claimed by one conditional update, so
+        only one instance sends it; delivery is awaited here (this runs in the background, not in a
+        request) and audited like a sign-out's. Returns how many logout tokens were sent.
+        """
+        async with self._deps.store.read() as tx:
+            pending = list(await tx.tokens.pending_logouts(limit))
+        sent = 0
+        for client_id, user_id, session_hash in pending:
+            async with self._deps.store.transaction() as tx:
+                if not await tx.tokens.claim_logout(client_id, session_hash):
+                    continue
+                client = await tx.clients.get(client_id)
+                user = await tx.users.get(user_id)
+            if client is None or user is None or not client.backchannel_logout_uri:
+                continue
+            token = await self.logout_token(client, user.id, session_sid(self._deps.pepper, session_hash))
+            await self._deliver(client, client.backchannel_logout_uri, token, user, ctx)
+            sent += 1
+        return sent
+
     async def logout_token(self, client: Client, sub: str, sid: str) -> str:
         """Back-Channel Logout 1.0 2.4: iss, aud, iat, exp, jti, sub, sid, events; never a nonce."""
         signer = await self._keys.signer()

@@ -68,5 +68,8 @@ class Provider:
     async def propagate_logout(self, ended: Ended, ctx: RequestContext) -> int:
         return await self.backchannel.propagate(ended, ctx)
 
+    async def sweep_logouts(self, ctx: RequestContext) -> int:
+        return await self.backchannel.sweep(ctx)
+
     async def close(self) -> None:
         await self.backchannel.close()
