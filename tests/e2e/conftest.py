@@ -43,7 +43,15 @@ def _run_portal(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_env
     health_url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path_factory.mktemp(f"alacop-e2e-{name}")
     log_path = data_dir.parent / f"alacop-{name}-{port}.log"
-    env = {**os.environ, "ALACOP_DATA_DIR": str(data_dir), "ALACOP_PUBLIC_URL": url, **extra_env}
+    # Every test's browser comes from 127.0.0.1: the per-address limit (30 a minute) would count them
+    # all together, so the session's portals allow more (tests/web covers the limit itself).
+    env = {
+        **os.environ,
+        "ALACOP_DATA_DIR": str(data_dir),
+        "ALACOP_PUBLIC_URL": url,
+        "ALACOP_POLICY__RATE_LIMIT_PER_MINUTE": "600",
+        **extra_env,
+    }
     cmd = [sys.executable, "-m", "alacop.cli", "demo", "--host", "127.0.0.1", "--port", str(port)]
     # Output goes to a file, not a pipe: nothing can block on a full pipe and no pipe is left unclosed.
     with log_path.open("wb") as log:
