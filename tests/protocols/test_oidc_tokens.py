@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -285,3 +286,39 @@ def test_control_characters_are_an_invalid_request_not_a_server_error(signed_in:
         assert answer.status_code == 400 and answer.json()["error"] == "invalid_request", (path, answer.text)
     basic = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=("a\x00b", "c"))
     assert basic.status_code in (400, 401)
+
+
+def test_userinfo_follows_the_applications_agency_restriction(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    tokens = exchange(h, rp, code_for(h, rp)).json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    assert h.client.get("/oauth/userinfo", headers=bearer).status_code == 200
+
+    async def narrow() -> None:
+        async with h.portal.deps.store.transaction() as tx:
+            client = await tx.clients.get(rp.client_id)
+            assert client is not None
+            await tx.clients.update(replace(client, agency_ids=("some-other-agency",)))
+
+    h.run(narrow)
+    assert h.client.get("/oauth/userinfo", headers=bearer).status_code == 401
+
+
+def test_a_code_from_a_sign_in_past_its_absolute_limit_is_refused(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    code = code_for(h, rp)
+    user = h.user("cs0101")
+    assert user is not None
+
+    async def age_the_sign_in() -> None:
+        # The code is seconds old; the sign-in behind it is now 13 hours old (the limit is 12).
+        async with h.portal.deps.store.transaction() as tx:
+            (session,) = await tx.sessions.active_for_user(user.id)
+            await tx.sessions.reauthenticated(session.id_hash, h.clock.now() - timedelta(hours=13))
+
+    h.run(age_the_sign_in)
+    refused = exchange(h, rp, code)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert "ended" in refused.json()["error_description"]

@@ -152,7 +152,8 @@ class TokenEndpoint:
             session = await tx.sessions.get(record.session_hash)
         if user is None or not user.active or not client.allows_agency(user.agency_id):
             raise OAuthError(INVALID_GRANT, "the user may not use this application")
-        if session is None or session.ended_at is not None:
+        if session is None or session.ended_at is not None or session.expiry_reason(now, self._deps.policy):
+            # Ended, or past its idle or absolute limit (CJIS AC-11, IA-5 j): no tokens from a stale sign-in.
             raise OAuthError(INVALID_GRANT, "the sign-in behind this code has ended")
         scopes = record.scope.split()
         grant = _Grant(

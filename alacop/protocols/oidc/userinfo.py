@@ -76,7 +76,9 @@ async def userinfo(deps: Deps, authorization: str | None, form_token: str | None
         async with deps.store.read() as tx:
             user = await tx.users.get(record.user_id)
             agency = await tx.agencies.get(user.agency_id) if user else None
-        if user is None or not user.active:
+            client = await tx.clients.get(record.client_id)
+        # The application's agency restriction may have narrowed since the token was issued.
+        if user is None or not user.active or client is None or not client.allows_agency(user.agency_id):
             description = "the access token is not valid"
             raise OAuthError(INVALID_TOKEN, description, status=401, headers=_challenge(INVALID_TOKEN, description))
     except OAuthError as exc:
