@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -9,7 +10,8 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
-from alacop.core.errors import FlowExpired, FlowInvalid, RateLimited
+from alacop.core.captcha import Challenge
+from alacop.core.errors import FlowExpired, FlowInvalid, NotFound, RateLimited
 from alacop.web import http
 
 RATE_WINDOW_SECONDS = 60
@@ -63,3 +65,25 @@ async def flow_step(
     except FlowInvalid:
         return await restart(secret)
     return flow, values
+
+
+async def captcha_media(
+    request: Request, challenge_of: Callable[[str, str], Awaitable[Challenge | None]], *, audio: bool
+) -> Response:
+    """The picture or audio of this browser's current challenge in a flow; nothing for anyone else's.
+
+    `challenge_of(flow_id, browser_secret)` loads the flow and returns its challenge while the flow is at
+    the step that shows one (None otherwise).
+    """
+    await rate_limit(request, "captcha")
+    try:
+        challenge = await challenge_of(request.query_params.get("flow", "")[:64], http.browser_secret(request) or "")
+    except (FlowExpired, FlowInvalid) as exc:
+        raise NotFound("no challenge") from exc
+    nonce = request.query_params.get("c", "")
+    if challenge is None or nonce != challenge.nonce:
+        raise NotFound("no such challenge")
+    captcha = http.portal(request).deps.captcha
+    render, media_type = (captcha.audio, "audio/wav") if audio else (captcha.picture, "image/png")
+    body = await asyncio.to_thread(render, nonce)
+    return Response(body, media_type=media_type, headers={"cache-control": "no-store"})

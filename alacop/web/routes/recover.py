@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -10,14 +9,15 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from alacop.core.captcha import Challenge
 from alacop.core.credentials import AuthMethod, MethodKind
-from alacop.core.errors import FlowExpired, FlowInvalid, NotFound
+from alacop.core.errors import FlowExpired, FlowInvalid
 from alacop.flows.base import Message
 from alacop.flows.recovery import RecoveryFlow, RecoveryState
 from alacop.methods.webauthn import authentication_options
 from alacop.web import http
 from alacop.web.render import template
-from alacop.web.routes._common import flow_step, rate_limit
+from alacop.web.routes._common import captcha_media, flow_step, rate_limit
 from alacop.web.routes.login import local_return_to
 
 EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
@@ -213,25 +213,14 @@ async def unlock(request: Request) -> Response:
     return await _step(request, act, ("password",))
 
 
-async def _captcha_media(request: Request, render_media: Callable[[str], bytes], media_type: str) -> Response:
-    """The picture or audio of this browser's current challenge; nothing for anyone else's."""
-    await rate_limit(request, "captcha")
-    p = http.portal(request)
-    secret = http.browser_secret(request) or ""
-    try:
-        flow = await p.recovery.load(_flow_id(request), secret)
-    except (FlowExpired, FlowInvalid) as exc:
-        raise NotFound("no challenge") from exc
-    nonce = request.query_params.get("c", "")
-    if flow.state is not RecoveryState.IDENTIFY or flow.captcha is None or nonce != flow.captcha.nonce:
-        raise NotFound("no such challenge")
-    body = await asyncio.to_thread(render_media, nonce)
-    return Response(body, media_type=media_type, headers={"cache-control": "no-store"})
+async def _challenge(request: Request, flow_id: str, secret: str) -> Challenge | None:
+    flow = await http.portal(request).recovery.load(flow_id, secret)
+    return flow.captcha if flow.state is RecoveryState.IDENTIFY else None
 
 
 async def captcha_picture(request: Request) -> Response:
-    return await _captcha_media(request, http.portal(request).deps.captcha.picture, "image/png")
+    return await captcha_media(request, lambda flow_id, secret: _challenge(request, flow_id, secret), audio=False)
 
 
 async def captcha_audio(request: Request) -> Response:
-    return await _captcha_media(request, http.portal(request).deps.captcha.audio, "audio/wav")
+    return await captcha_media(request, lambda flow_id, secret: _challenge(request, flow_id, secret), audio=True)

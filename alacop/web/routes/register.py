@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -10,13 +9,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from alacop.core.approvals import ActivationRefused
+from alacop.core.captcha import Challenge
 from alacop.core.errors import CsrfFailed, FlowExpired, FlowInvalid, NotFound
 from alacop.core.registration import RegistrationStatus
 from alacop.flows.base import Message
 from alacop.flows.registration import FIELDS, RegistrationFlow, RegistrationState, rules_of_behavior
 from alacop.web import http
 from alacop.web.render import template
-from alacop.web.routes._common import flow_step, rate_limit
+from alacop.web.routes._common import captcha_media, flow_step, rate_limit
 
 EXPIRED = Message("flow_expired", "This took too long. Start again; what you typed was not kept.", "info")
 _TEMPLATES = {
@@ -139,27 +139,17 @@ async def edit(request: Request) -> Response:
     return await _step(request, act, ())
 
 
-async def _captcha_media(request: Request, render_media: Callable[[str], bytes], media_type: str) -> Response:
-    """The picture or audio of this browser's current challenge; nothing for anyone else's."""
-    await rate_limit(request, "captcha")
-    p = http.portal(request)
-    try:
-        flow = await p.registration.load(_flow_id(request), http.browser_secret(request) or "")
-    except (FlowExpired, FlowInvalid) as exc:
-        raise NotFound("no challenge") from exc
-    nonce = request.query_params.get("c", "")
-    if flow.state is not RegistrationState.FORM or flow.captcha is None or nonce != flow.captcha.nonce:
-        raise NotFound("no such challenge")
-    body = await asyncio.to_thread(render_media, nonce)
-    return Response(body, media_type=media_type, headers={"cache-control": "no-store"})
+async def _challenge(request: Request, flow_id: str, secret: str) -> Challenge | None:
+    flow = await http.portal(request).registration.load(flow_id, secret)
+    return flow.captcha if flow.state is RegistrationState.FORM else None
 
 
 async def captcha_picture(request: Request) -> Response:
-    return await _captcha_media(request, http.portal(request).deps.captcha.picture, "image/png")
+    return await captcha_media(request, lambda flow_id, secret: _challenge(request, flow_id, secret), audio=False)
 
 
 async def captcha_audio(request: Request) -> Response:
-    return await _captcha_media(request, http.portal(request).deps.captcha.audio, "audio/wav")
+    return await captcha_media(request, lambda flow_id, secret: _challenge(request, flow_id, secret), audio=True)
 
 
 async def status(request: Request) -> Response:
