@@ -13,9 +13,11 @@ import shutil
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from alacop.config import Settings, ensure_secret, load_settings
 from alacop.core.accounts import Role, UserStatus
@@ -29,9 +31,13 @@ from alacop.core.deps import Deps
 from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError, ConfigError
 from alacop.core.maintenance import run_maintenance
-from alacop.core.oidc import Client
+from alacop.core.oidc import Client, validate_redirect_uri
 from alacop.core.passwords import BannedList
 from alacop.core.registration import RegistrationStatus
+from alacop.core.saml import ServiceProvider
+from alacop.protocols.saml import certs as saml_certs
+from alacop.protocols.saml.metadata import MAX_METADATA
+from alacop.protocols.saml.registry import NewServiceProvider, ServiceProviders, public_view
 from alacop.store.database import migrate
 from alacop.wiring import banned_override, build_deps
 
@@ -534,6 +540,107 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return _run(_settings(), work)
 
 
+# -- SAML ----------------------------------------------------------------------------------------------
+def _metadata_bytes(source: str) -> bytes:
+    """Metadata from a file, or from an https address (http only for this machine), size-capped."""
+    if source.startswith(("https://", "http://")):
+        url = validate_redirect_uri(source)
+        with httpx.stream("GET", url, timeout=10.0, follow_redirects=False) as answer:
+            answer.raise_for_status()
+            body = b""
+            for chunk in answer.iter_bytes():
+                body += chunk
+                if len(body) > MAX_METADATA:
+                    break
+        return body
+    with open(source, "rb") as handle:
+        return handle.read(MAX_METADATA + 1)
+
+
+def _sp_json(sp: ServiceProvider) -> dict[str, object]:
+    return {"id": sp.id, **public_view(sp)}
+
+
+def cmd_saml_sps_add(args: argparse.Namespace) -> int:
+    try:
+        metadata = _metadata_bytes(args.metadata)
+    except (OSError, httpx.HTTPError, AlacopError) as exc:
+        print(f"error: could not read the metadata ({type(exc).__name__})", file=sys.stderr)
+        return 2
+
+    async def work(deps: Deps) -> int:
+        new = NewServiceProvider(
+            name=args.name,
+            metadata=metadata,
+            attributes=args.attribute,
+            require_aal2=True,
+            nameid=args.nameid,
+            idp_initiated=args.idp_initiated,
+            relay_state=args.relay_state,
+            logo_url=args.logo_url,
+            start_url=args.start_url,
+            agency_oris=args.agency,
+        )
+        sp = await ServiceProviders(deps).add(Actor.operator(), new, CTX)
+        if args.json:
+            print(json.dumps(_sp_json(sp)))
+        else:
+            print(f"id:        {sp.id}")
+            print(f"entity_id: {sp.entity_id}")
+            print(f"consumers: {' '.join(a.url for a in sp.acs)}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_saml_sps_list(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        sps = await ServiceProviders(deps).registered(Actor.operator())
+        if args.json:
+            print(json.dumps([_sp_json(sp) for sp in sps], indent=2))
+        else:
+            for sp in sps:
+                state = "disabled" if sp.disabled_at else "enabled"
+                print(f"{sp.id}\t{sp.name}\t{sp.entity_id}\t{state}")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_saml_sps_disable(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        sp = await ServiceProviders(deps).disable(Actor.operator(), args.sp_id, CTX)
+        print(f"disabled {sp.id} ({sp.name})")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_saml_cert_rotate(args: argparse.Namespace) -> int:
+    """A new signing certificate, published now, signing after the overlap; the old retire a day later."""
+    if args.overlap_days < 0 or args.overlap_days > 90:
+        print("error: --overlap-days is 0 to 90", file=sys.stderr)
+        return 2
+
+    async def work(deps: Deps) -> int:
+        added = await saml_certs.rotate(deps, CTX, timedelta(days=args.overlap_days))
+        print(f"added {added.id}; it signs from {added.active_from.isoformat()}")
+        print("Applications that pin the certificate should add the new one from /saml/metadata before then.")
+        return 0
+
+    return _run(_settings(), work)
+
+
+def cmd_saml_cert_list(args: argparse.Namespace) -> int:
+    async def work(deps: Deps) -> int:
+        for cert in await saml_certs.CertRing(deps).published():
+            until = cert.retire_after.isoformat() if cert.retire_after else "-"
+            print(f"{cert.id}\tsigns from {cert.active_from.isoformat()}\tpublished until {until}")
+        return 0
+
+    return _run(_settings(), work)
+
+
 # -- help center -------------------------------------------------------------------------------------
 # -- audit -------------------------------------------------------------------------------------------
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -735,6 +842,42 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.add_parser(
         "rotate", help="new signing keys; the old stay published until their tokens expire"
     ).set_defaults(func=cmd_keys_rotate)
+
+    saml_cmd = sub.add_parser("saml", help="SAML 2.0 applications and signing certificates").add_subparsers(
+        dest="area", required=True
+    )
+    sps = saml_cmd.add_parser("sps", help="registered SAML applications").add_subparsers(dest="action", required=True)
+    p = sps.add_parser("add", help="register an application from its SAML metadata")
+    p.add_argument("name")
+    p.add_argument("--metadata", required=True, metavar="FILE_OR_URL", help="a file, or an https address")
+    p.add_argument(
+        "--attribute",
+        action="append",
+        help="released attributes (repeat): username, email, name, agencyName, agencyOri, roles, aal, amr "
+        "(default: all)",
+    )
+    p.add_argument("--require-aal2", action="store_true", help="the default: every AlaCOP sign-in is AAL2")
+    p.add_argument("--nameid", choices=["persistent", "email"], default="persistent")
+    p.add_argument("--idp-initiated", action="store_true", help="may be started from My applications")
+    p.add_argument("--relay-state", help="the RelayState of IdP-initiated sign-ins")
+    p.add_argument("--start-url", help="where My applications sends the user (SP-initiated applications)")
+    p.add_argument("--logo-url")
+    p.add_argument("--agency", action="append", metavar="ORI", help="only these agencies' users (repeat)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_saml_sps_add)
+    p = sps.add_parser("list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_saml_sps_list)
+    p = sps.add_parser("disable")
+    p.add_argument("sp_id")
+    p.set_defaults(func=cmd_saml_sps_disable)
+    cert = saml_cmd.add_parser("cert", help="the portal's signing certificates").add_subparsers(
+        dest="action", required=True
+    )
+    p = cert.add_parser("rotate", help="a new certificate, published now, signing after the overlap")
+    p.add_argument("--overlap-days", type=int, default=7, help="0-90 (default 7; 0 for a compromised key)")
+    p.set_defaults(func=cmd_saml_cert_rotate)
+    cert.add_parser("list", help="published certificates").set_defaults(func=cmd_saml_cert_list)
 
     help_cmd = sub.add_parser("help", help="the help center").add_subparsers(dest="action", required=True)
     # Handled in main() before parsing; listed here so `alacop --help` shows it.

@@ -93,6 +93,12 @@ class EventType(StrEnum):
     LOGOUT_PROPAGATED = "LogoutPropagated"
     AUTHORIZATION_REFUSED = "AuthorizationRefused"
     SIGNING_KEYS_ROTATED = "SigningKeysRotated"
+    SAML_REQUEST_RECEIVED = "SamlRequestReceived"
+    SAML_REQUEST_REFUSED = "SamlRequestRefused"
+    SAML_ASSERTION_ISSUED = "SamlAssertionIssued"
+    SAML_SP_ADDED = "SamlServiceProviderAdded"
+    SAML_SP_DISABLED = "SamlServiceProviderDisabled"
+    SAML_CERT_ROTATED = "SamlCertificateRotated"
 
 
 class Outcome(StrEnum):

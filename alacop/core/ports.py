@@ -14,6 +14,7 @@ from alacop.core.context import RequestContext
 from alacop.core.credentials import AuthMethod, RecoveryCode
 from alacop.core.oidc import AuthorizationCode, Client, IssuedToken, SigningKey
 from alacop.core.registration import ActivationLink, Registration, RegistrationStatus
+from alacop.core.saml import IdpCertificate, PendingRequest, ServiceProvider
 from alacop.core.sessions import Session
 
 
@@ -168,6 +169,36 @@ class SigningKeyRepository(Protocol):
         ...
 
 
+class ServiceProviderRepository(Protocol):
+    async def add(self, sp: ServiceProvider) -> None: ...
+    async def get(self, sp_id: str) -> ServiceProvider | None: ...
+    async def by_entity_id(self, entity_id: str) -> ServiceProvider | None: ...
+    async def list(self) -> Sequence[ServiceProvider]: ...
+    async def update(self, sp: ServiceProvider) -> None: ...
+
+
+class IdpCertificateRepository(Protocol):
+    async def add(self, cert: IdpCertificate) -> None: ...
+    async def list(self) -> Sequence[IdpCertificate]:
+        """Every certificate, newest first, retired ones included (the caller filters by `published`)."""
+        ...
+
+    async def supersede(self, retire_after: datetime, keep: str) -> int:
+        """Give every certificate but `keep` that has no end yet the end `retire_after`."""
+        ...
+
+
+class PendingRequestRepository(Protocol):
+    async def add(self, pending: PendingRequest) -> None: ...
+    async def get(self, pending_id: str) -> PendingRequest | None: ...
+    async def by_request_id(self, sp_id: str, request_id: str) -> PendingRequest | None: ...
+    async def answer(self, pending_id: str, at: datetime) -> bool:
+        """Mark the request answered only if it was not: of two answers to one request, one wins."""
+        ...
+
+    async def purge_expired(self, before: datetime) -> int: ...
+
+
 class CodeRepository(Protocol):
     async def add(self, code: AuthorizationCode) -> None: ...
     async def get(self, code_hash: str) -> AuthorizationCode | None: ...
@@ -280,6 +311,9 @@ class Transaction(Protocol):
     signing_keys: SigningKeyRepository
     codes: CodeRepository
     tokens: TokenRepository
+    saml_sps: ServiceProviderRepository
+    saml_certs: IdpCertificateRepository
+    saml_requests: PendingRequestRepository
     audit: AuditRepository
 
 

@@ -17,6 +17,7 @@ from alacop.core.errors import Conflict
 from alacop.core.oidc import AuthorizationCode, Client, ClientType, IssuedToken, SigningKey, TokenFormat
 from alacop.core.ports import AuditQuery, FlowRecord, Throttle, UserQuery
 from alacop.core.registration import ActivationLink, Application, Registration, RegistrationStatus
+from alacop.core.saml import AssertionConsumer, IdpCertificate, NameIdFormat, PendingRequest, ServiceProvider
 from alacop.core.sessions import Session
 from alacop.store.db import Connection, Database, Row, open_database
 
@@ -822,6 +823,179 @@ class SqlSigningKeys(_Repo):
         )
 
 
+_SP_FIELDS = (
+    "id, entity_id, name, acs, certificates, authn_requests_signed, nameid_format, nameid_salt, attributes, "
+    "require_aal2, idp_initiated, default_relay_state, logo_url, start_url, agency_ids, created_at, disabled_at"
+)
+
+
+class SqlServiceProviders(_Repo):
+    def _sp(self, row: Row) -> ServiceProvider:
+        dt = self.conn.dt
+        return ServiceProvider(
+            id=row["id"],
+            entity_id=row["entity_id"],
+            name=row["name"],
+            acs=tuple(
+                AssertionConsumer(a["url"], int(a["index"]), bool(a["is_default"])) for a in json.loads(row["acs"])
+            ),
+            certificates=tuple(json.loads(row["certificates"])),
+            authn_requests_signed=bool(row["authn_requests_signed"]),
+            nameid_format=NameIdFormat(row["nameid_format"]),
+            nameid_salt=row["nameid_salt"],
+            attributes=tuple(json.loads(row["attributes"])),
+            require_aal2=bool(row["require_aal2"]),
+            idp_initiated=bool(row["idp_initiated"]),
+            default_relay_state=row["default_relay_state"],
+            logo_url=row["logo_url"],
+            start_url=row["start_url"],
+            agency_ids=tuple(json.loads(row["agency_ids"])),
+            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
+            disabled_at=dt(row["disabled_at"]),
+        )
+
+    def _values(self, sp: ServiceProvider) -> tuple[Any, ...]:
+        ts = self.conn.ts
+        return (
+            sp.id,
+            sp.entity_id,
+            sp.name,
+            json.dumps([{"url": a.url, "index": a.index, "is_default": a.is_default} for a in sp.acs]),
+            json.dumps(list(sp.certificates)),
+            sp.authn_requests_signed,
+            str(sp.nameid_format),
+            sp.nameid_salt,
+            json.dumps(list(sp.attributes)),
+            sp.require_aal2,
+            sp.idp_initiated,
+            sp.default_relay_state,
+            sp.logo_url,
+            sp.start_url,
+            json.dumps(list(sp.agency_ids)),
+            ts(sp.created_at),
+            ts(sp.disabled_at),
+        )
+
+    async def add(self, sp: ServiceProvider) -> None:
+        marks = ", ".join(f"${i}" for i in range(1, 18))
+        await self._insert(
+            f"INSERT INTO saml_sps ({_SP_FIELDS}) VALUES ({marks})",
+            *self._values(sp),
+            conflict="sp_exists",
+            detail="an application with that entity ID is registered",
+        )
+
+    async def get(self, sp_id: str) -> ServiceProvider | None:
+        row = await self.conn.fetchrow(f"SELECT {_SP_FIELDS} FROM saml_sps WHERE id = $1", sp_id)
+        return self._sp(row) if row else None
+
+    async def by_entity_id(self, entity_id: str) -> ServiceProvider | None:
+        row = await self.conn.fetchrow(f"SELECT {_SP_FIELDS} FROM saml_sps WHERE entity_id = $1", entity_id)
+        return self._sp(row) if row else None
+
+    async def list(self) -> Sequence[ServiceProvider]:
+        rows = await self.conn.fetch(f"SELECT {_SP_FIELDS} FROM saml_sps ORDER BY name, id")
+        return [self._sp(r) for r in rows]
+
+    async def update(self, sp: ServiceProvider) -> None:
+        sets = ", ".join(f"{name.strip()} = ${i}" for i, name in enumerate(_SP_FIELDS.split(","), 1) if i > 1)
+        await self.conn.execute(f"UPDATE saml_sps SET {sets} WHERE id = $1", *self._values(sp))
+
+
+class SqlIdpCertificates(_Repo):
+    async def add(self, cert: IdpCertificate) -> None:
+        ts = self.conn.ts
+        await self.conn.execute(
+            "INSERT INTO saml_certs (id, cert_pem, private_sealed, created_at, active_from, retire_after) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            cert.id,
+            cert.cert_pem,
+            cert.private_sealed,
+            ts(cert.created_at),
+            ts(cert.active_from),
+            ts(cert.retire_after),
+        )
+
+    async def list(self) -> Sequence[IdpCertificate]:
+        rows = await self.conn.fetch("SELECT * FROM saml_certs ORDER BY created_at DESC, id")
+        dt = self.conn.dt
+        return [
+            IdpCertificate(
+                id=r["id"],
+                cert_pem=r["cert_pem"],
+                private_sealed=r["private_sealed"],
+                created_at=dt(r["created_at"]),  # type: ignore[arg-type]
+                active_from=dt(r["active_from"]),  # type: ignore[arg-type]
+                retire_after=dt(r["retire_after"]),
+            )
+            for r in rows
+        ]
+
+    async def supersede(self, retire_after: datetime, keep: str) -> int:
+        return await self.conn.execute(
+            "UPDATE saml_certs SET retire_after = $1 WHERE id <> $2 AND retire_after IS NULL",
+            self.conn.ts(retire_after),
+            keep,
+        )
+
+
+class SqlPendingRequests(_Repo):
+    def _pending(self, row: Row) -> PendingRequest:
+        dt = self.conn.dt
+        return PendingRequest(
+            id=row["id"],
+            sp_id=row["sp_id"],
+            request_id=row["request_id"],
+            acs_url=row["acs_url"],
+            relay_state=row["relay_state"],
+            force_authn=bool(row["force_authn"]),
+            is_passive=bool(row["is_passive"]),
+            received_at=dt(row["received_at"]),  # type: ignore[arg-type]
+            expires_at=dt(row["expires_at"]),  # type: ignore[arg-type]
+            answered_at=dt(row["answered_at"]),
+        )
+
+    async def add(self, pending: PendingRequest) -> None:
+        ts = self.conn.ts
+        await self._insert(
+            "INSERT INTO saml_requests (id, sp_id, request_id, acs_url, relay_state, force_authn, is_passive, "
+            "received_at, expires_at, answered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            pending.id,
+            pending.sp_id,
+            pending.request_id,
+            pending.acs_url,
+            pending.relay_state,
+            pending.force_authn,
+            pending.is_passive,
+            ts(pending.received_at),
+            ts(pending.expires_at),
+            ts(pending.answered_at),
+            conflict="saml_request_exists",
+            detail="that request was received already",
+        )
+
+    async def get(self, pending_id: str) -> PendingRequest | None:
+        row = await self.conn.fetchrow("SELECT * FROM saml_requests WHERE id = $1", pending_id)
+        return self._pending(row) if row else None
+
+    async def by_request_id(self, sp_id: str, request_id: str) -> PendingRequest | None:
+        row = await self.conn.fetchrow(
+            "SELECT * FROM saml_requests WHERE sp_id = $1 AND request_id = $2", sp_id, request_id
+        )
+        return self._pending(row) if row else None
+
+    async def answer(self, pending_id: str, at: datetime) -> bool:
+        count = await self.conn.execute(
+            "UPDATE saml_requests SET answered_at = $2 WHERE id = $1 AND answered_at IS NULL",
+            pending_id,
+            self.conn.ts(at),
+        )
+        return count > 0
+
+    async def purge_expired(self, before: datetime) -> int:
+        return await self.conn.execute("DELETE FROM saml_requests WHERE expires_at < $1", self.conn.ts(before))
+
+
 class SqlCodes(_Repo):
     async def add(self, code: AuthorizationCode) -> None:
         ts = self.conn.ts
@@ -1050,6 +1224,9 @@ class SqlTransaction:
         self.signing_keys = SqlSigningKeys(db, conn)
         self.codes = SqlCodes(db, conn)
         self.tokens = SqlTokens(db, conn)
+        self.saml_sps = SqlServiceProviders(db, conn)
+        self.saml_certs = SqlIdpCertificates(db, conn)
+        self.saml_requests = SqlPendingRequests(db, conn)
         self.audit = SqlAudit(db, conn, chain, clock, writable=writable)
 
 

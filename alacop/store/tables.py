@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 
@@ -309,4 +310,55 @@ oauth_tokens = Table(
     # Set when the token was revoked because every session of its user ended (a disable, a lock, …):
     # applications with a back-channel URI are still to be told; cleared by the one sender that claims it.
     Column("logout_pending", Boolean, nullable=False, default=False),
+)
+
+# -- SAML 2.0: service providers, the portal's signing certificates, pending requests (0006_saml) ----------
+saml_sps = Table(
+    "saml_sps",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("entity_id", String(1024), nullable=False, unique=True),
+    Column("name", String(100), nullable=False),
+    Column("acs", Text, nullable=False),
+    Column("certificates", Text, nullable=False),
+    Column("authn_requests_signed", Boolean, nullable=False),
+    Column("nameid_format", String(100), nullable=False),
+    Column("nameid_salt", String(64), nullable=False),
+    Column("attributes", Text, nullable=False),
+    Column("require_aal2", Boolean, nullable=False),
+    Column("idp_initiated", Boolean, nullable=False),
+    Column("default_relay_state", String(1024)),
+    Column("logo_url", String(2048)),
+    Column("start_url", String(2048)),
+    Column("agency_ids", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+)
+
+saml_certs = Table(
+    "saml_certs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("cert_pem", Text, nullable=False),
+    Column("private_sealed", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("active_from", UTCDateTime, nullable=False),
+    Column("retire_after", UTCDateTime),
+)
+
+saml_requests = Table(
+    "saml_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("sp_id", String(64), ForeignKey("saml_sps.id"), nullable=False),
+    # Unique per application: a second request with an answered ID is a replay.
+    Column("request_id", String(256)),
+    Column("acs_url", String(2048), nullable=False),
+    Column("relay_state", String(1024)),
+    Column("force_authn", Boolean, nullable=False),
+    Column("is_passive", Boolean, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+    Column("answered_at", UTCDateTime),
+    UniqueConstraint("sp_id", "request_id", name="uq_saml_requests_sp_request"),
 )

@@ -30,7 +30,7 @@ from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.directory import Directory
 from alacop.core.errors import AlacopError
-from alacop.core.housekeeping import purge_expired_flows
+from alacop.core.housekeeping import purge_expired_flows, purge_expired_saml_requests
 from alacop.core.mail import Mailer
 from alacop.core.maintenance import maintenance_context, run_maintenance
 from alacop.core.passwords import PasswordHasher
@@ -42,10 +42,11 @@ from alacop.flows.registration import RegistrationService
 from alacop.help.content import STATIC as HELP_STATIC
 from alacop.help.content import HelpCenter
 from alacop.protocols.oidc.provider import Provider
+from alacop.protocols.saml.provider import SamlProvider
 from alacop.web import http
 from alacop.web.middleware import PortalMiddleware
 from alacop.web.render import error_page
-from alacop.web.routes import account, admin, login, oidc, pages, recover, register, security
+from alacop.web.routes import account, admin, login, oidc, pages, recover, register, saml, security
 from alacop.web.routes import help as help_routes
 from alacop.wiring import build_deps
 
@@ -68,6 +69,7 @@ class Portal:
     registration: RegistrationService
     help: HelpCenter
     oidc: Provider
+    saml: SamlProvider
     templates: Jinja2Templates
     proxy_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     # Read on every request; settings derive them by parsing the public URL, so keep them here.
@@ -87,6 +89,7 @@ async def _housekeeping(deps: Deps) -> None:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         try:
             await purge_expired_flows(deps)
+            await purge_expired_saml_requests(deps)
         except Exception:  # upkeep must never take the portal down; the next round retries
             log.exception("housekeeping failed")
 
@@ -155,6 +158,7 @@ def create_app(
             registration=RegistrationService(deps, approvals),
             help=help_center,
             oidc=Provider(deps),
+            saml=SamlProvider(deps),
             templates=templates,
             proxy_networks=tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies),
             secure_cookies=settings.secure_cookies,
@@ -238,6 +242,11 @@ def create_app(
         Route("/admin/applications/{client_id}/disable", admin.disable_application, methods=["POST"]),
         Route("/admin/applications/{client_id}/rotate-secret", admin.rotate_application_secret, methods=["POST"]),
         Route("/admin/policy", admin.policy, methods=["GET"]),
+        Route("/saml/metadata", saml.metadata, methods=["GET"]),
+        Route("/saml/sso", saml.sso, methods=["GET"]),
+        Route("/saml/sso", saml.sso_post, methods=["POST"]),
+        Route("/saml/continue", saml.resume, methods=["GET"]),
+        Route("/saml/start/{sp_id}", saml.start, methods=["GET"]),
         Route("/admin/audit", admin.audit, methods=["GET"]),
         Route("/admin/audit/export", admin.export, methods=["POST"]),
         Route("/admin/audit/verify", admin.verify, methods=["GET"]),
@@ -292,6 +301,12 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "not_found": ("Page not found", "Check the address, or go to the sign-in page."),
     "flow_invalid": ("This took too long", "Start again from the sign-in page."),
     "flow_expired": ("This took too long", "Start again from the sign-in page."),
+    "saml_refused": (
+        "This application can't sign you in",
+        "The sign-in request from the application could not be accepted: it may have expired, been used "
+        "already, or come from an application that is not registered. Go back to the application and try "
+        "again, or contact its support.",
+    ),
     "authorization_refused": (
         "This application can't sign you in",
         "The application that sent you here, or the address it asked to return to, is not registered with the "

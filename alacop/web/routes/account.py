@@ -10,6 +10,7 @@ from alacop.core.errors import CsrfFailed
 from alacop.core.session_manager import Current
 from alacop.flows.base import Message
 from alacop.methods.password import PasswordMethod
+from alacop.protocols.saml.registry import ServiceProviders
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
@@ -47,7 +48,9 @@ async def apps(request: Request) -> Response:
     who = await current(request)
     if who is None:
         return _to_login()
-    applications = await Applications(http.portal(request).deps).for_user(who.user)
+    deps = http.portal(request).deps
+    applications = await Applications(deps).for_user(who.user) + await ServiceProviders(deps).for_user(who.user)
+    applications.sort(key=lambda a: (a.name.casefold(), a.client_id))
     return template(request, "apps.html", {**_signed_in_context(request, who), "applications": applications})
 
 

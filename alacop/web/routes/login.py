@@ -17,6 +17,7 @@ from alacop.core.sessions import EndReason
 from alacop.flows.base import Message
 from alacop.flows.login import LoginFlow, LoginResult, LoginState, login_view
 from alacop.methods.webauthn import authentication_options
+from alacop.protocols.saml.provider import CONTINUE_PATH
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import flow_step, rate_limit
@@ -99,6 +100,9 @@ async def page(request: Request) -> Response:
 
 async def _application(request: Request, flow: LoginFlow) -> str | None:
     """The name of the application the user is signing in to, for "to continue to …"."""
+    if flow.return_to and urlsplit(flow.return_to).path == CONTINUE_PATH:
+        pending = parse_qs(urlsplit(flow.return_to).query).get("request", [""])[0]
+        return await http.portal(request).saml.application_name(pending)
     client_id = _authorization_params(flow.return_to).get("client_id", "")
     if not CLIENT_ID_FORMAT.fullmatch(client_id):
         return None

@@ -1,0 +1,112 @@
+"""The portal's SAML Responses checked by python3-saml (OneLogin's toolkit, on xmlsec), a service
+provider library that is not ours: signatures, audience, InResponseTo, Recipient, time window and
+attributes. python3-saml also builds and signs the AuthnRequests here, so the portal's check of the
+Redirect binding's signature is tested against an independent signer."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from lxml import etree
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
+
+from tests.conftest import Harness
+from tests.protocols.conftest import sign_in_from
+from tests.support.saml import ACS, IDP_ENTITY, IDP_SSO, SP_ENTITY, SpKeys, posted, register_sp, sp_keys, sp_metadata
+
+
+def _idp_cert(h: Harness) -> str:
+    """The signing certificate, as an application's administrator would copy it from the metadata."""
+    root = etree.fromstring(h.client.get("/saml/metadata").content)
+    cert = root.findtext(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
+    assert cert
+    return cert
+
+
+def settings(h: Harness, keys: SpKeys | None = None, *, sign_requests: bool = False) -> dict[str, Any]:
+    return {
+        "strict": True,
+        "debug": False,
+        "sp": {
+            "entityId": SP_ENTITY,
+            "assertionConsumerService": {
+                "url": ACS,
+                "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST",
+            },
+            "NameIDFormat": "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+            "x509cert": keys.cert_body if keys else "",
+            "privateKey": keys.key_pem if keys else "",
+        },
+        "idp": {
+            "entityId": IDP_ENTITY,
+            "singleSignOnService": {"url": IDP_SSO, "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"},
+            "x509cert": _idp_cert(h),
+        },
+        "security": {
+            "authnRequestsSigned": sign_requests,
+            "wantMessagesSigned": True,
+            "wantAssertionsSigned": True,
+            "wantNameId": True,
+            "requestedAuthnContext": False,
+            "signatureAlgorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            "digestAlgorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
+            "rejectDeprecatedAlgorithm": True,
+        },
+    }
+
+
+def acs_request(saml_response: str, relay_state: str | None = None) -> dict[str, Any]:
+    parts = urlsplit(ACS)
+    post = {"SAMLResponse": saml_response}
+    if relay_state is not None:
+        post["RelayState"] = relay_state
+    return {
+        "https": "on",
+        "http_host": parts.hostname,
+        "script_name": parts.path,
+        "get_data": {},
+        "post_data": post,
+    }
+
+
+def sp_login(h: Harness, config: dict[str, Any], relay_state: str = "/records/42") -> tuple[str, str]:
+    """python3-saml's own AuthnRequest, as the redirect it builds; returns (portal path, request ID)."""
+    auth = OneLogin_Saml2_Auth(acs_request(""), config)
+    location = auth.login(return_to=relay_state)
+    assert location.startswith(IDP_SSO + "?")
+    return location[len("http://127.0.0.1:8000") :], auth.get_last_request_id()
+
+
+@pytest.fixture
+def frozen_now(harness: Harness) -> Harness:
+    # python3-saml checks times against the real clock; the portal's clock is pinned to it here.
+    harness.clock.set(datetime.now(UTC).replace(microsecond=0))
+    return harness
+
+
+def test_python3_saml_accepts_the_response_to_its_own_signed_request(frozen_now: Harness) -> None:
+    h = frozen_now
+    h.create_user()
+    keys = sp_keys()
+    register_sp(h, metadata=sp_metadata(keys=keys, signed_requests=True))
+    config = settings(h, keys, sign_requests=True)
+    path, request_id = sp_login(h, config)
+    first = h.client.get(path, follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"].startswith("/login?return_to=")
+    back = sign_in_from(h, first.headers["location"])
+    form = posted(h.client.get(back))
+    assert form.action == ACS and form.relay_state == "/records/42"
+    auth = OneLogin_Saml2_Auth(acs_request(form.saml_response, form.relay_state), config)
+    auth.process_response(request_id=request_id)
+    assert auth.get_errors() == [], auth.get_last_error_reason()
+    assert auth.is_authenticated()
+    attributes = auth.get_attributes()
+    assert attributes["username"] == ["cs0101@alacop.gov"]
+    assert attributes["email"] == ["cs0101@test.al.gov"]
+    assert attributes["agencyOri"] == ["AL0010000"]
+    assert attributes["aal"] == ["aal2"]
+    assert auth.get_nameid_format() == "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+    assert auth.get_nameid().startswith("_")
