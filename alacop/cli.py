@@ -517,6 +517,13 @@ def cmd_secrets_reseal(args: argparse.Namespace) -> int:
                     if method.totp_secret:
                         await tx.methods.reseal(method.id, deps.box.reseal(method.totp_secret))
                         count += 1
+            # The token signing keys and SAML signing keys are sealed with the same keys.
+            for key in await tx.signing_keys.list():
+                await tx.signing_keys.reseal(key.kid, deps.box.reseal(key.private_sealed))
+                count += 1
+            for cert in await tx.saml_certs.list():
+                await tx.saml_certs.reseal(cert.id, deps.box.reseal(cert.private_sealed))
+                count += 1
             await tx.audit.append(
                 AuditEvent(EventType.SECRETS_RESEALED, Outcome.SUCCESS, details={"secrets": count}), CTX
             )

@@ -330,6 +330,9 @@ def test_reseal_moves_stored_secrets_to_the_new_first_key(
     monkeypatch.setenv("ALACOP_ENCRYPTION_KEYS", old_key)
     h: Harness = app_factory(ALACOP_ENCRYPTION_KEYS=old_key)
     h.create_user()
+    # The first use makes the token signing keys (ES256, RS256) and the SAML signing key, sealed too.
+    assert h.client.get("/oauth/jwks").status_code == 200
+    assert h.client.get("/saml/metadata").status_code == 200
     code, out, _ = run(capsys, "secrets", "new-key")
     new_key = out.strip()
     assert code == 0
@@ -337,7 +340,7 @@ def test_reseal_moves_stored_secrets_to_the_new_first_key(
     monkeypatch.setenv("ALACOP_ENCRYPTION_KEYS", f"{new_key},{old_key}")
     code, out, _ = run(capsys, "secrets", "reseal")
     assert code == 0
-    assert "resealed 1 secrets" in out
+    assert "resealed 4 secrets" in out
 
     async def sealed() -> str:
         async with h.portal.deps.store.read() as db:
@@ -353,6 +356,8 @@ def test_reseal_moves_stored_secrets_to_the_new_first_key(
     only_new = app_factory(ALACOP_ENCRYPTION_KEYS=new_key, clock=h.clock)
     only_new.totp_secret = h.totp_secret
     assert only_new.sign_in().url.path == "/apps"
+    assert only_new.run(only_new.portal.oidc.keys.signer).alg == "ES256"
+    assert only_new.run(only_new.portal.saml.certs.signer).key.key_size == 2048
     assert "SecretsResealed" in h.audit_types()
 
 

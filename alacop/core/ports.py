@@ -168,6 +168,8 @@ class SigningKeyRepository(Protocol):
         """Mark every current key of `alg` but `keep` as superseded, published until `retire_after`."""
         ...
 
+    async def reseal(self, kid: str, private_sealed: str) -> None: ...
+
 
 class ServiceProviderRepository(Protocol):
     async def add(self, sp: ServiceProvider) -> None: ...
@@ -186,6 +188,8 @@ class IdpCertificateRepository(Protocol):
     async def supersede(self, retire_after: datetime, keep: str) -> int:
         """Give every certificate but `keep` that has no end yet the end `retire_after`."""
         ...
+
+    async def reseal(self, cert_id: str, private_sealed: str) -> None: ...
 
 
 class PendingRequestRepository(Protocol):

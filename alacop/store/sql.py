@@ -822,6 +822,9 @@ class SqlSigningKeys(_Repo):
             keep,
         )
 
+    async def reseal(self, kid: str, private_sealed: str) -> None:
+        await self.conn.execute("UPDATE signing_keys SET private_sealed = $2 WHERE kid = $1", kid, private_sealed)
+
 
 _SP_FIELDS = (
     "id, entity_id, name, acs, certificates, authn_requests_signed, nameid_format, nameid_salt, attributes, "
@@ -937,6 +940,9 @@ class SqlIdpCertificates(_Repo):
             self.conn.ts(retire_after),
             keep,
         )
+
+    async def reseal(self, cert_id: str, private_sealed: str) -> None:
+        await self.conn.execute("UPDATE saml_certs SET private_sealed = $2 WHERE id = $1", cert_id, private_sealed)
 
 
 class SqlPendingRequests(_Repo):
