@@ -520,3 +520,20 @@ def test_the_clock_is_read_once_per_response(signed_in: Harness) -> None:
     response = verified(h, posted(sso(h, request_query(h))).xml)
     assert response.get("IssueInstant") == stamp
     assert response.find("saml:Assertion", NS).get("IssueInstant") == stamp
+
+
+def test_cant_access_your_account_carries_the_saml_request(harness: Harness) -> None:
+    import html as html_lib
+    from urllib.parse import parse_qs, urlsplit
+
+    h = harness
+    h.create_user()
+    register_sp(h)
+    page = h.client.get(sso(h, request_query(h)).headers["location"])
+    return_to = page.context["flow"].return_to
+    assert return_to.startswith("/saml/continue?request=")
+    found = re.search(r'href="(/recover\?return_to=[^"]+)">Can\'t access your account\?', page.text)
+    assert found, "the recovery link does not carry the way back"
+    link = html_lib.unescape(found.group(1))
+    assert parse_qs(urlsplit(link).query)["return_to"] == [return_to]
+    assert h.client.get(link).context["flow"].return_to == return_to
