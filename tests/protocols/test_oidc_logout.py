@@ -29,13 +29,15 @@ class Receiver:
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, str, dict[str, list[str]]]] = []
-        received = self.posts
+        # Statuses to answer with, in order; 200 once they run out.
+        self.statuses: list[int] = []
+        received, statuses = self.posts, self.statuses
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
                 received.append((self.path, self.headers.get("content-type", ""), parse_qs(body)))
-                self.send_response(200)
+                self.send_response(statuses.pop(0) if statuses else 200)
                 self.send_header("Cache-Control", "no-store")
                 self.end_headers()
 
@@ -215,6 +217,7 @@ def test_end_session_also_propagates(signed_in: Harness, receiver: Receiver) -> 
 
 def test_unreachable_application_is_audited_and_sign_out_still_works(signed_in: Harness) -> None:
     h = signed_in
+    h.portal.oidc.backchannel.retry_delays = (0.0, 0.0)
     rp = register(h, backchannel_logout_uri=f"http://127.0.0.1:{_closed_port()}/bcl")
     _tokens(h, rp)
     page = h.client.get("/apps")
@@ -225,6 +228,41 @@ def test_unreachable_application_is_audited_and_sign_out_still_works(signed_in: 
     assert len(propagated) == 1
     assert propagated[0].outcome == "failure" and propagated[0].reason == "unreachable"
     assert audit_details(propagated[0])["client_id"] == rp.client_id
+    assert audit_details(propagated[0])["attempts"] == 3  # tried, then retried twice, then given up
+
+
+def _sign_out(h: Harness) -> None:
+    page = h.client.get("/apps")
+    h.client.post("/logout", data={"csrf_token": page.context["csrf_token"]}, follow_redirects=False)
+    _drain(h)
+
+
+def test_a_transient_failure_is_retried_and_delivered(signed_in: Harness, receiver: Receiver) -> None:
+    h = signed_in
+    h.portal.oidc.backchannel.retry_delays = (0.0, 0.0)
+    rp = register(h, backchannel_logout_uri=receiver.uri)
+    _tokens(h, rp)
+    receiver.statuses.extend([503, 429])
+    _sign_out(h)
+    assert len(receiver.posts) == 3
+    # The same logout token each time: one logout, delivered late.
+    assert len({p[2]["logout_token"][0] for p in receiver.posts}) == 1
+    (propagated,) = h.events("LogoutPropagated")
+    assert propagated.outcome == "success" and propagated.reason == "delivered"
+    assert audit_details(propagated)["attempts"] == 3 and audit_details(propagated)["status"] == 200
+
+
+def test_an_application_that_answers_400_is_not_retried(signed_in: Harness, receiver: Receiver) -> None:
+    h = signed_in
+    h.portal.oidc.backchannel.retry_delays = (0.0, 0.0)
+    rp = register(h, backchannel_logout_uri=receiver.uri)
+    _tokens(h, rp)
+    receiver.statuses.extend([400, 200])
+    _sign_out(h)
+    assert len(receiver.posts) == 1
+    (propagated,) = h.events("LogoutPropagated")
+    assert propagated.outcome == "failure" and propagated.reason == "refused"
+    assert audit_details(propagated)["status"] == 400 and audit_details(propagated)["attempts"] == 1
 
 
 def test_oauth_endpoints_are_rate_limited_per_address(app_factory: Callable[..., Harness]) -> None:

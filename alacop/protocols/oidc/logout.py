@@ -39,6 +39,9 @@ log = logging.getLogger("alacop")
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LOGOUT_TOKEN_SECONDS = 120
 DELIVERY_TIMEOUT = 5.0
+# A failed delivery (no answer, a 5xx or a 429) is tried again after these pauses, then given up and
+# audited; a 4xx other than 429 or a redirect is the application's answer and is not retried.
+RETRY_DELAYS = (2.0, 10.0)
 _LIMITS = {"id_token_hint": 8192, "client_id": 64, "post_logout_redirect_uri": 2000, "state": 1024}
 _SINGLE = tuple(_LIMITS)
 
@@ -161,6 +164,7 @@ class BackChannel:
         self._issuer = issuer
         self._keys = keys
         self._tasks: set[asyncio.Task[None]] = set()
+        self.retry_delays: tuple[float, ...] = RETRY_DELAYS
 
     async def propagate(self, ended: Ended, ctx: RequestContext) -> int:
         """Start one delivery per application with a back-channel URI; returns how many were started."""
@@ -193,7 +197,7 @@ class BackChannel:
         """
         async with self._deps.store.read() as tx:
             pending = list(await tx.tokens.pending_logouts(limit))
-        sent = 0
+        deliveries = []
         for client_id, user_id, session_hash in pending:
             async with self._deps.store.transaction() as tx:
                 if not await tx.tokens.claim_logout(client_id, session_hash):
@@ -203,9 +207,10 @@ class BackChannel:
             if client is None or user is None or not client.backchannel_logout_uri:
                 continue
             token = await self.logout_token(client, user.id, session_sid(self._deps.pepper, session_hash))
-            await self._deliver(client, client.backchannel_logout_uri, token, user, ctx)
-            sent += 1
-        return sent
+            deliveries.append(self._deliver(client, client.backchannel_logout_uri, token, user, ctx))
+        # Side by side, so one application that is down (and retried) does not hold up the others.
+        await asyncio.gather(*deliveries)
+        return len(deliveries)
 
     async def logout_token(self, client: Client, sub: str, sid: str) -> str:
         """Back-Channel Logout 1.0 2.4: iss, aud, iat, exp, jti, sub, sid, events; never a nonce."""
@@ -224,22 +229,38 @@ class BackChannel:
         header = {"alg": signer.alg, "kid": signer.kid, "typ": "logout+jwt"}
         return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
 
-    async def _deliver(self, client: Client, uri: str, token: str, user: User, ctx: RequestContext) -> None:
-        details: dict[str, object] = {"backchannel_logout_uri": uri[:200]}
+    async def _attempt(self, client: Client, uri: str, token: str, details: dict[str, object]) -> tuple[Outcome, str]:
         try:
             async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT, follow_redirects=False) as http:
                 response = await http.post(uri, data={"logout_token": token})
             details["status"] = response.status_code
+            details.pop("error", None)
             # 2.8: 200 (or 204) means done; anything else, including a redirect, is a failure.
-            outcome = Outcome.SUCCESS if response.status_code in (200, 204) else Outcome.FAILURE
-            reason = "delivered" if outcome is Outcome.SUCCESS else "refused"
+            if response.status_code in (200, 204):
+                return Outcome.SUCCESS, "delivered"
+            return Outcome.FAILURE, "refused"
         except httpx.HTTPError as exc:
-            outcome, reason = Outcome.FAILURE, "unreachable"
+            details.pop("status", None)
             details["error"] = type(exc).__name__
+            return Outcome.FAILURE, "unreachable"
         except Exception as exc:  # a bad address must not end in an unobserved task error
             log.exception("back-channel logout to %s failed", client.client_id)
-            outcome, reason = Outcome.FAILURE, "error"
             details["error"] = type(exc).__name__
+            return Outcome.FAILURE, "error"
+
+    async def _deliver(self, client: Client, uri: str, token: str, user: User, ctx: RequestContext) -> None:
+        details: dict[str, object] = {"backchannel_logout_uri": uri[:200]}
+        outcome, reason = await self._attempt(client, uri, token, details)
+        attempts = 1
+        for delay in self.retry_delays:
+            status = details.get("status")
+            transient = reason == "unreachable" or (isinstance(status, int) and (status >= 500 or status == 429))
+            if outcome is Outcome.SUCCESS or not transient:
+                break
+            await asyncio.sleep(delay)
+            outcome, reason = await self._attempt(client, uri, token, details)
+            attempts += 1
+        details["attempts"] = attempts
         try:
             async with self._deps.store.transaction() as tx:
                 await tx.audit.append(
