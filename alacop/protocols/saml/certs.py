@@ -113,10 +113,12 @@ class CertRing:
         return [c for c in await self._current() if c.published(now)]
 
     async def signer(self) -> Signer:
-        now = self._deps.clock.now()
-        usable = [c for c in await self._current() if c.signs(now)]
+        # The time is read after loading: a certificate made by the load signs from the load's own now.
+        certs = await self._current()
+        usable = [c for c in certs if c.signs(self._deps.clock.now())]
         if not usable:
-            usable = [c for c in await self._current(force=True) if c.signs(now)]
+            certs = await self._current(force=True)
+            usable = [c for c in certs if c.signs(self._deps.clock.now())]
         # The most recently activated one: after an overlap the new certificate takes over everywhere.
         chosen = max(usable, key=lambda c: (c.active_from, c.created_at, c.id))
         key = self._opened.get(chosen.id)

@@ -19,7 +19,6 @@ from lxml import etree
 from signxml.algorithms import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 from signxml.signer import XMLSigner
 
-
 from alacop.core.accounts import Agency, User
 from alacop.core.saml import ASSERTION_LIFETIME, NOT_BEFORE_SKEW, NameIdFormat, ServiceProvider
 from alacop.core.sessions import Session
