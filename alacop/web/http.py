@@ -68,8 +68,10 @@ def context(request: Request) -> RequestContext:
     )
 
 
-async def read_form(request: Request, *, max_fields: int = 30) -> FormData:
-    """Read a form within the size cap; anything malformed is refused with a 4xx, never a 500."""
+async def read_form(request: Request, *, max_fields: int = 30, max_files: int = 0) -> FormData:
+    """Read a form within the size cap; anything malformed is refused with a 4xx, never a 500.
+
+    Files are refused unless a route asks for them (`max_files`); they count towards the same size cap."""
     limit = portal(request).settings.max_body_bytes
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in FORM_TYPES:
@@ -90,7 +92,7 @@ async def read_form(request: Request, *, max_fields: int = 30) -> FormData:
     # Starlette re-reads the body we cached; form parsing enforces field and file limits.
     request._body = b"".join(chunks)
     try:
-        return await request.form(max_files=0, max_fields=max_fields, max_part_size=limit)
+        return await request.form(max_files=max_files, max_fields=max_fields, max_part_size=limit)
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise InvalidInput("malformed form", code="malformed_form") from exc
 

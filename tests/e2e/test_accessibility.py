@@ -446,6 +446,7 @@ ADMIN = (
     "admin-agency",
     "admin-policy",
     "admin-applications",
+    "admin-saml-applications",
     "admin-audit",
     "admin-audit-verify",
 )
@@ -577,6 +578,10 @@ def admin_pages(open_sweep: Callable[[str], Sweep], portal: Portal) -> dict[str,
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Applications").click()
     _heading(page, "Authorized applications")
     sweep.check("admin-applications")
+    page.get_by_role("navigation", name="Kinds of application").get_by_role("link", name="SAML 2.0").click()
+    expect(page).to_have_url(re.compile(r"/admin/applications/saml$"))
+    expect(page.get_by_role("heading", name="Register a SAML application", level=2)).to_be_visible()
+    sweep.check("admin-saml-applications")
 
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Audit").click()
     _heading(page, "Audit trail")

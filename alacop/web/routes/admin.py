@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from urllib.parse import quote
 
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -22,8 +23,11 @@ from alacop.core.authz import Actor, actor_for
 from alacop.core.console import MAX_ROWS, AuditFilter, Console
 from alacop.core.errors import AlacopError, Conflict, CsrfFailed, InvalidInput, NotFound, StepUpRequired
 from alacop.core.oidc import KNOWN_SCOPES
+from alacop.core.saml import ATTRIBUTES, NAMEID_CHOICES
 from alacop.core.session_manager import Current
 from alacop.flows.base import Message
+from alacop.protocols.saml.metadata import MAX_METADATA
+from alacop.protocols.saml.registry import NewServiceProvider, ServiceProviders
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
@@ -50,6 +54,8 @@ _DONE = {
     "agency_updated": "The agency was saved.",
     "coordinators_changed": "The coordinators were saved.",
     "application_disabled": "The application was disabled: it can no longer sign anyone in.",
+    "saml_application_added": "The SAML application was registered.",
+    "saml_application_disabled": "The SAML application was disabled: it can no longer sign anyone in.",
 }
 
 
@@ -456,19 +462,28 @@ async def _applications_page(
 applications = view("view_applications", _applications_page)
 
 
-async def _application_change(request: Request, action: str) -> tuple[Seat, dict[str, str]] | Response:
+async def _admin_form(request: Request, action: str, *, max_files: int = 0) -> tuple[Seat, FormData] | Response:
+    """An administrators-only change: rate limit, CSRF, session and role, then the form for the route to read."""
     await rate_limit(request, "console")
-    form = await http.read_form(request, max_fields=60)
+    form = await http.read_form(request, max_fields=60, max_files=max_files)
     if not http.check_form_token(request, http.field(form, "csrf_token")):
         raise CsrfFailed(f"console {action} without a valid token")
-    values: dict[str, str] = {}
-    for key in form:
-        values[key] = http.field(form, key, max_length=4096)
-    values["scope"] = " ".join(str(v) for v in form.getlist("scope") if isinstance(v, str))
     seat = await _seat(request, action)
     if isinstance(seat, Response):
         return seat
     await seat.console.require_admin(seat.actor, seat.ctx, action)
+    return seat, form
+
+
+async def _application_change(request: Request, action: str) -> tuple[Seat, dict[str, str]] | Response:
+    got = await _admin_form(request, action)
+    if isinstance(got, Response):
+        return got
+    seat, form = got
+    values: dict[str, str] = {}
+    for key in form:
+        values[key] = http.field(form, key, max_length=4096)
+    values["scope"] = " ".join(str(v) for v in form.getlist("scope") if isinstance(v, str))
     return seat, values
 
 
@@ -528,3 +543,129 @@ async def rotate_application_secret(request: Request) -> Response:
         return await _applications_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
     done = Message("secret_rotated", f"A new secret for {client.name}; the old one no longer works.", "success")
     return await _applications_page(request, seat, (done,), 200, (client.client_id, secret))
+
+
+# -- SAML applications (administrators) ---------------------------------------------------------------
+SAML_PATH = "/admin/applications/saml"
+# Refusals about the metadata itself mark the metadata field, so the admin knows where to look.
+_METADATA_CODES = ("invalid_metadata", "metadata_required", "sp_exists")
+_NAMEID_LABELS = {str(uri): label for label, uri in NAMEID_CHOICES.items()}
+
+
+def _saml_defaults() -> dict[str, object]:
+    # Every attribute ticked, as the command line releases all of them unless told otherwise.
+    return {
+        "name": "",
+        "metadata": "",
+        "nameid": "persistent",
+        "attributes": list(ATTRIBUTES),
+        "idp_initiated": False,
+        "relay_state": "",
+        "start_url": "",
+        "logo_url": "",
+        "agencies": "",
+    }
+
+
+async def _saml_page(
+    request: Request,
+    seat: Seat,
+    messages: tuple[Message, ...],
+    status: int,
+    typed: dict[str, object] | None = None,
+) -> Response:
+    await seat.console.require_admin(seat.actor, seat.ctx, "view_saml_applications")
+    p = http.portal(request)
+    listed = await ServiceProviders(p.deps).registered(seat.actor)
+    oris = {agency.id: agency.ori for agency in await seat.console.agencies_in_scope(seat.actor)}
+    return seat.page(
+        "saml_applications",
+        "applications",
+        {
+            "listed": listed,
+            "oris": oris,
+            "attributes": ATTRIBUTES,
+            "nameid_labels": _NAMEID_LABELS,
+            "typed": typed or _saml_defaults(),
+            "metadata_invalid": any(m.id in _METADATA_CODES for m in messages),
+            "idp_metadata_url": p.saml.entity_id,
+        },
+        messages,
+        status,
+    )
+
+
+saml_applications = view("view_saml_applications", _saml_page)
+
+
+async def _uploaded_metadata(form: FormData) -> bytes:
+    upload = form.get("metadata_file")
+    if not isinstance(upload, UploadFile):
+        return b""
+    try:
+        # One byte over the cap is enough for the parser to refuse it as too large.
+        return await upload.read(MAX_METADATA + 1)
+    finally:
+        await upload.close()
+
+
+async def create_saml_application(request: Request) -> Response:
+    got = await _admin_form(request, "create_saml_application", max_files=1)
+    if isinstance(got, Response):
+        return got
+    seat, form = got
+    limit = http.portal(request).settings.max_body_bytes
+    text = {
+        key: http.field(form, key, max_length=4096)
+        for key in ("name", "nameid", "relay_state", "start_url", "logo_url", "agencies")
+    }
+    text["metadata"] = http.field(form, "metadata", max_length=limit)
+    uploaded = await _uploaded_metadata(form)
+    if uploaded:
+        # A chosen file wins over the text box. It cannot be put back in its field, so the text box shows
+        # what was read, which any refusal is about, to correct or resubmit.
+        text["metadata"] = uploaded[:limit].decode("utf-8", errors="replace")
+    metadata = uploaded or text["metadata"].encode()
+    attributes = [str(v) for v in form.getlist("attribute") if isinstance(v, str)]
+    idp_initiated = http.field(form, "idp_initiated") == "yes"
+    typed: dict[str, object] = {**text, "attributes": attributes, "idp_initiated": idp_initiated}
+    try:
+        if not metadata.strip():
+            raise InvalidInput("paste the application's SAML metadata, or choose its file", code="metadata_required")
+        if not attributes:
+            # The registry reads an empty list as "every attribute"; an admin who unticked them all meant less.
+            raise InvalidInput("choose at least one attribute to release", code="attribute_required")
+        await ServiceProviders(http.portal(request).deps).add(
+            seat.actor,
+            NewServiceProvider(
+                name=text["name"],
+                metadata=metadata,
+                attributes=attributes,
+                nameid=text["nameid"],
+                idp_initiated=idp_initiated,
+                relay_state=text["relay_state"] or None,
+                start_url=text["start_url"] or None,
+                logo_url=text["logo_url"] or None,
+                agency_oris=_lines(text["agencies"]) or None,
+            ),
+            seat.ctx,
+        )
+    except StepUpRequired:
+        return to_reauth(SAML_PATH)
+    except (InvalidInput, Conflict, NotFound) as exc:
+        return await _saml_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status, typed)
+    return RedirectResponse(f"{SAML_PATH}?done=saml_application_added", status_code=303)
+
+
+async def disable_saml_application(request: Request) -> Response:
+    got = await _admin_form(request, "disable_saml_application")
+    if isinstance(got, Response):
+        return got
+    seat, _ = got
+    try:
+        await ServiceProviders(http.portal(request).deps).disable(seat.actor, _param(request, "sp_id"), seat.ctx)
+    except StepUpRequired:
+        return to_reauth(SAML_PATH)
+    except (InvalidInput, Conflict, NotFound) as exc:
+        return await _saml_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
+    return RedirectResponse(f"{SAML_PATH}?done=saml_application_disabled", status_code=303)
