@@ -88,7 +88,7 @@ class ServiceProviders:
             nameid_salt=new_nameid_salt(),
             authn_requests_signed=parsed.authn_requests_signed,
             nameid_format=validate_nameid(new.nameid),
-            attributes=validate_attributes(new.attributes) if new.attributes else ATTRIBUTES,
+            attributes=validate_attributes(new.attributes) if new.attributes is not None else ATTRIBUTES,
             require_aal2=new.require_aal2,
             idp_initiated=new.idp_initiated,
             default_relay_state=validate_relay_state(new.relay_state),
