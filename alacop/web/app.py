@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import Scope
 
 from alacop.config import Settings, ensure_secret
 from alacop.core.approvals import Approvals
@@ -44,7 +45,7 @@ from alacop.help.content import HelpCenter
 from alacop.protocols.oidc.provider import Provider
 from alacop.protocols.saml.provider import SamlProvider
 from alacop.web import http
-from alacop.web.middleware import PortalMiddleware
+from alacop.web.middleware import PortalMiddleware, PublicDocument, PublicDocuments
 from alacop.web.render import error_page
 from alacop.web.routes import account, admin, login, oidc, pages, recover, register, saml, security
 from alacop.web.routes import help as help_routes
@@ -259,6 +260,9 @@ def create_app(
         Route("/oauth/token", oidc.token, methods=["POST"]),
         Route("/oauth/userinfo", oidc.userinfo, methods=["GET", "POST"]),
         Route("/oauth/revoke", oidc.revoke, methods=["POST"]),
+        Route("/oauth/token", oidc.preflight, methods=["OPTIONS"]),
+        Route("/oauth/userinfo", oidc.preflight, methods=["OPTIONS"]),
+        Route("/oauth/revoke", oidc.preflight, methods=["OPTIONS"]),
         Route("/oauth/introspect", oidc.introspect, methods=["POST"]),
         Route("/oauth/logout", oidc.end_session, methods=["GET", "POST"]),
         Route("/register", register.page, methods=["GET"]),
@@ -284,7 +288,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(PortalMiddleware, hsts=settings.secure_cookies)],
+        middleware=[
+            Middleware(PublicDocuments, documents=_public_documents, hsts=settings.secure_cookies),
+            Middleware(PortalMiddleware, hsts=settings.secure_cookies),
+        ],
         exception_handlers={
             AlacopError: _alacop_error,
             HTTPException: _http_error,
@@ -292,6 +299,12 @@ def create_app(
         lifespan=lifespan,
     )
     return app
+
+
+def _public_documents(scope: Scope) -> dict[str, PublicDocument]:
+    """Discovery and the JWKS, answered before routing (once the app has started)."""
+    portal: Portal | None = getattr(scope["app"].state, "portal", None)
+    return portal.oidc.documents if portal is not None else {}
 
 
 _PUBLIC: dict[str, tuple[str, str]] = {

@@ -6,6 +6,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -23,6 +24,54 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     "media-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+def _security_headers(request_id: str, hsts: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"x-request-id", request_id.encode()),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+    ]
+    if hsts:
+        headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+    return headers
+
+
+# Public JSON documents every relying party polls (OpenID Connect discovery and the JWKS): the same bytes
+# for everyone, so they are answered before routing and the access log, like static files.
+PublicDocument = Callable[[], Awaitable[tuple[bytes, str]]]
+
+
+class PublicDocuments:
+    """Answers GET and HEAD for a few public, cacheable JSON documents from bytes kept ready."""
+
+    def __init__(self, app: ASGIApp, *, documents: Callable[[Scope], dict[str, PublicDocument]], hsts: bool) -> None:
+        self.app = app
+        self.documents = documents
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        document = self.documents(scope).get(scope["path"])
+        if document is None:
+            await self.app(scope, receive, send)
+            return
+        body, media_type = await document()
+        headers = [
+            (b"content-type", media_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"public, max-age=60"),
+            (b"access-control-allow-origin", b"*"),
+            (b"content-security-policy", CSP.encode()),
+            *_security_headers(secrets.token_hex(8), self.hsts),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 class PortalMiddleware:
@@ -49,14 +98,7 @@ class PortalMiddleware:
                 status = message["status"]
                 headers: list[tuple[bytes, bytes]] = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
-                extra: list[tuple[bytes, bytes]] = [
-                    (b"x-request-id", request_id.encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
-                ]
+                extra = _security_headers(request_id, False)
                 if b"content-security-policy" not in present:
                     extra.append((b"content-security-policy", CSP.encode()))
                 if not is_static and b"cache-control" not in present:

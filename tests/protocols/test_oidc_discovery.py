@@ -75,3 +75,24 @@ def _keyset(h: Harness):  # type: ignore[no-untyped-def]
     from joserfc.jwk import KeySet
 
     return KeySet.import_key_set(h.client.get("/oauth/jwks").json())
+
+
+def test_discovery_and_jwks_carry_the_portals_headers_and_answer_head(harness: Harness) -> None:
+    # Answered before routing (web/middleware.PublicDocuments): the same headers as every other page.
+    for path, media_type in (
+        ("/.well-known/openid-configuration", "application/json"),
+        ("/oauth/jwks", "application/jwk-set+json"),
+    ):
+        response = harness.client.get(path)
+        assert response.status_code == 200 and response.headers["content-type"] == media_type
+        assert response.headers["cache-control"] == "public, max-age=60"
+        assert response.headers["access-control-allow-origin"] == "*"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'none'" in response.headers["content-security-policy"]
+        assert len(response.headers["x-request-id"]) == 16
+        assert int(response.headers["content-length"]) == len(response.content)
+        head = harness.client.head(path)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == response.headers["content-length"]
+    # Other methods still reach the routes, which refuse them.
+    assert harness.client.post("/oauth/jwks").status_code == 405

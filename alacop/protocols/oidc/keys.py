@@ -62,6 +62,7 @@ class KeyRing:
         self._loaded_at: datetime | None = None
         self._opened: dict[str, PrivateKey] = {}
         self._lock = anyio.Lock()
+        self._jwks_bytes: tuple[tuple[str, ...], bytes] | None = None
 
     async def _current(self, *, force: bool = False) -> tuple[SigningKey, ...]:
         now = self._deps.clock.now()
@@ -94,6 +95,14 @@ class KeyRing:
         now = self._deps.clock.now()
         keys = await self._current()
         return {"keys": [json.loads(k.public_jwk) for k in keys if k.published(now)]}
+
+    async def jwks_bytes(self) -> bytes:
+        """The JWKS as sent, serialised again only when the published keys change."""
+        now = self._deps.clock.now()
+        kids = tuple(k.kid for k in await self._current() if k.published(now))
+        if self._jwks_bytes is None or self._jwks_bytes[0] != kids:
+            self._jwks_bytes = (kids, json.dumps(await self.jwks(), separators=(",", ":")).encode())
+        return self._jwks_bytes[1]
 
     async def signer(self, alg: str = DEFAULT_ALG) -> Signer:
         now = self._deps.clock.now()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
@@ -16,19 +19,58 @@ from alacop.protocols.oidc.logout import BackChannel, EndSession, Hint, LogoutRe
 from alacop.protocols.oidc.tokens import TokenEndpoint, TokenResponse
 from alacop.protocols.oidc.userinfo import UserinfoResponse, userinfo
 
+# How long an instance trusts its list of browser application origins before reading the registry again.
+CORS_CACHE = timedelta(seconds=60)
+
+
+def _origin(uri: str) -> str:
+    parts = urlsplit(uri)
+    return f"{parts.scheme}://{parts.netloc}"
+
 
 class Provider:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._cors: tuple[frozenset[str], datetime] | None = None
         self.issuer = deps.origin.rstrip("/")
         self.keys = KeyRing(deps)
         self._authorization = AuthorizationEndpoint(deps, self.issuer)
         self._token = TokenEndpoint(deps, self.issuer, self.keys)
         self._end_session = EndSession(deps, self.issuer, self.keys)
         self.backchannel = BackChannel(deps, self.issuer, self.keys)
+        # The metadata never changes while the process runs: serialised once.
+        self._metadata_bytes = json.dumps(metadata(self.issuer), separators=(",", ":")).encode()
+        # What the web layer may answer before routing: path -> (bytes, media type).
+        self.documents: dict[str, Callable[[], Awaitable[tuple[bytes, str]]]] = {
+            "/.well-known/openid-configuration": self.discovery_document,
+            "/oauth/jwks": self.jwks_document,
+        }
+
+    async def cors_origin(self, origin: str | None) -> str | None:
+        """The Origin to allow on the token, userinfo and revocation endpoints, or None.
+
+        Only public clients run in browsers (a confidential client's secret must never be in one), so only
+        the origins of enabled public clients' redirect URIs may call those endpoints from a page; no
+        credentials (cookies) are ever allowed cross-origin, only the bearer tokens and codes the calls carry.
+        """
+        if not origin or len(origin) > 300:
+            return None
+        now = self._deps.clock.now()
+        if self._cors is None or now - self._cors[1] >= CORS_CACHE:
+            async with self._deps.store.read() as tx:
+                clients = await tx.clients.list()
+            allowed = frozenset(_origin(u) for c in clients if c.public and c.active for u in c.redirect_uris)
+            self._cors = (allowed, now)
+        return origin if origin in self._cors[0] else None
 
     def metadata(self) -> dict[str, object]:
         return metadata(self.issuer)
+
+    async def discovery_document(self) -> tuple[bytes, str]:
+        return self._metadata_bytes, "application/json"
+
+    async def jwks_document(self) -> tuple[bytes, str]:
+        return await self.keys.jwks_bytes(), "application/jwk-set+json"
 
     async def jwks(self) -> dict[str, list[dict[str, object]]]:
         return await self.keys.jwks()

@@ -99,7 +99,38 @@ async def _form(request: Request) -> list[tuple[str, str]] | Response:
     return items
 
 
+_CORS_METHODS = {"/oauth/token": "POST", "/oauth/revoke": "POST", "/oauth/userinfo": "GET, POST"}
+
+
+async def _cors(request: Request, response: Response) -> Response:
+    """Lets a browser application (a public client, from its redirect URI's origin) read the answer."""
+    allowed = await http.portal(request).oidc.cors_origin(request.headers.get("origin"))
+    response.headers["Vary"] = "Origin"
+    if allowed:
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        response.headers["Access-Control-Expose-Headers"] = "WWW-Authenticate, Retry-After"
+    return response
+
+
+async def preflight(request: Request) -> Response:
+    """CORS preflight for the endpoints a browser application calls; any other origin gets no grant."""
+    response = Response(status_code=204, headers={"Vary": "Origin"})
+    methods = _CORS_METHODS.get(request.url.path, "")
+    asked = request.headers.get("access-control-request-method", "")
+    allowed = await http.portal(request).oidc.cors_origin(request.headers.get("origin"))
+    if allowed and asked in methods.split(", "):
+        response.headers["Access-Control-Allow-Origin"] = allowed
+        response.headers["Access-Control-Allow-Methods"] = methods
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
 async def token(request: Request) -> Response:
+    return await _cors(request, await _token(request))
+
+
+async def _token(request: Request) -> Response:
     if limited := await _limited(request, "oauth_token"):
         return limited
     items = await _form(request)
@@ -111,6 +142,10 @@ async def token(request: Request) -> Response:
 
 
 async def userinfo(request: Request) -> Response:
+    return await _cors(request, await _userinfo(request))
+
+
+async def _userinfo(request: Request) -> Response:
     if limited := await _limited(request, "oauth_userinfo"):
         return limited
     form_token = None
@@ -126,6 +161,10 @@ async def userinfo(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
+    return await _cors(request, await _revoke(request))
+
+
+async def _revoke(request: Request) -> Response:
     if limited := await _limited(request, "oauth_revoke"):
         return limited
     items = await _form(request)
