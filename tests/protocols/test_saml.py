@@ -537,3 +537,11 @@ def test_cant_access_your_account_carries_the_saml_request(harness: Harness) -> 
     link = html_lib.unescape(found.group(1))
     assert parse_qs(urlsplit(link).query)["return_to"] == [return_to]
     assert h.client.get(link).context["flow"].return_to == return_to
+
+
+def test_an_application_registered_with_no_attributes_gets_only_the_nameid(signed_in: Harness) -> None:
+    h = signed_in
+    register_sp(h, attributes=[])
+    response = verified(h, posted(sso(h, request_query(h))).xml)
+    assert response.find(".//saml:AttributeStatement", NS) is None
+    assert response.findtext(".//saml:NameID", namespaces=NS)
