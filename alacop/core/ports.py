@@ -17,6 +17,10 @@ from alacop.core.registration import ActivationLink, Registration, RegistrationS
 from alacop.core.saml import IdpCertificate, PendingRequest, ServiceProvider
 from alacop.core.sessions import Session
 
+# The longest address a flow returns to (an application's request, kept in the flow while the user signs
+# in); a longer request is refused to the application rather than lost at the end of the sign-in.
+MAX_RETURN_TO = 8192
+
 
 @dataclass(frozen=True, slots=True)
 class FlowRecord:

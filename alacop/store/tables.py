@@ -156,7 +156,8 @@ flows = Table(
     Column("expires_at", UTCDateTime, nullable=False, index=True),
     Column("csrf_token", String(64), nullable=False),
     Column("binding", String(64), nullable=False),
-    Column("return_to", String(2048)),
+    # Text since 0007: an application's authorization request can be longer than 2,048 characters.
+    Column("return_to", Text),
     Column("payload", Text, nullable=False),
 )
 

@@ -144,8 +144,9 @@ def test_signed_out_user_signs_in_and_the_response_is_exact(harness: Harness) ->
     first = sso(h, request_query(h, request_id="_req-1", relay_state="/records/42"))
     assert first.status_code == 303
     login = first.headers["location"]
-    assert login.startswith("/login?return_to=%2Fsaml%2Fcontinue%3Frequest%3D")
+    assert login.startswith("/login?flow=")
     page = h.client.get(login)
+    assert page.context["flow"].return_to.startswith("/saml/continue?request=")
     assert page.context["application"] == "Records Search"
     assert "to continue to Records Search" in page.text
     back = sign_in_from(h, login)
@@ -249,12 +250,10 @@ def test_force_authn_asks_for_a_new_sign_in_even_with_a_session(signed_in: Harne
     register_sp(h)
     h.clock.advance(timedelta(minutes=1))
     first = sso(h, request_query(h, force_authn=True))
-    assert first.status_code == 303 and first.headers["location"].startswith("/login?return_to=")
+    assert first.status_code == 303 and first.headers["location"].startswith("/login?flow=")
     # The continue address alone does not answer: the session predates the request.
-    pending = first.headers["location"].split("return_to=")[1]
-    from urllib.parse import unquote
-
-    early = h.client.get(unquote(pending), follow_redirects=False)
+    pending = h.client.get(first.headers["location"]).context["flow"].return_to
+    early = h.client.get(pending, follow_redirects=False)
     assert early.status_code == 303 and early.headers["location"].startswith("/login?")
     back = sign_in_from(h, first.headers["location"])
     response = verified(h, posted(h.client.get(back)).xml)
@@ -313,11 +312,9 @@ def test_the_continue_address_answers_once_and_expires(harness: Harness) -> None
     posted(h.client.get(back))
     assert_refused_on_portal(h, h.client.get(back), "request_already_answered")
     h.forget_session()
-    later = sso(h, request_query(h)).headers["location"]
-    from urllib.parse import unquote
-
+    later = h.client.get(sso(h, request_query(h)).headers["location"]).context["flow"].return_to
     h.clock.advance(timedelta(minutes=16))
-    assert_refused_on_portal(h, h.client.get(unquote(later.split("return_to=")[1])), "request_expired")
+    assert_refused_on_portal(h, h.client.get(later), "request_expired")
     assert_refused_on_portal(h, h.client.get("/saml/continue?request=nonsense"), "request_unknown")
 
 
@@ -326,8 +323,11 @@ def test_the_same_unanswered_request_again_carries_on(harness: Harness) -> None:
     h.create_user()
     register_sp(h)
     query = request_query(h, request_id="_reload")
-    first = sso(h, query).headers["location"]
-    assert sso(h, query).headers["location"] == first  # a reload during the sign-in: the same pending request
+
+    def pending() -> str:
+        return str(h.client.get(sso(h, query).headers["location"]).context["flow"].return_to)
+
+    assert pending() == pending()  # a reload during the sign-in: the same pending request
     assert len(h.events("SamlRequestReceived")) == 1
 
 

@@ -108,7 +108,7 @@ def test_python3_saml_accepts_the_response_to_its_own_signed_request(frozen_now:
     config = settings(h, keys, sign_requests=True)
     path, request_id = sp_login(h, config)
     first = h.client.get(path, follow_redirects=False)
-    assert first.status_code == 303 and first.headers["location"].startswith("/login?return_to=")
+    assert first.status_code == 303 and first.headers["location"].startswith("/login?flow=")
     back = sign_in_from(h, first.headers["location"])
     form = posted(h.client.get(back))
     assert form.action == ACS and form.relay_state == "/records/42"

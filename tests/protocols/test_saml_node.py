@@ -137,7 +137,7 @@ def round_trip(h: Harness, *, issue_at: datetime | None = None) -> tuple[Service
     sp = register_sp(h, metadata=sp_metadata(keys=keys, signed_requests=True))
     path, request_id, instant = node_request(keys)
     first = h.client.get(path, follow_redirects=False)
-    assert first.status_code == 303 and first.headers["location"].startswith("/login?return_to="), first.text
+    assert first.status_code == 303 and first.headers["location"].startswith("/login?flow="), first.text
     back = sign_in_from(h, first.headers["location"])
     if issue_at is not None:
         h.clock.set(issue_at)
@@ -276,4 +276,4 @@ def test_node_saml_default_sha1_request_signature_is_refused(frozen_now: Harness
     sha256_path, _, _ = node_request(keys)
     assert parse_qs(urlsplit(sha256_path).query)["SigAlg"] == [RSA_SHA256]
     accepted = h.client.get(sha256_path, follow_redirects=False)
-    assert accepted.status_code == 303 and accepted.headers["location"].startswith("/login?return_to=")
+    assert accepted.status_code == 303 and accepted.headers["location"].startswith("/login?flow=")

@@ -19,6 +19,7 @@ from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError
 from alacop.core.oidc import CLIENT_ID_FORMAT, CODE_LIFETIME, AuthorizationCode, Client
+from alacop.core.ports import MAX_RETURN_TO
 from alacop.core.session_manager import Current
 from alacop.protocols.oidc._util import (
     ACCESS_DENIED,
@@ -201,8 +202,11 @@ class AuthorizationEndpoint:
                 raise _ClientError("login_required", "the user is not signed in")
             # Back here after the sign-in, without what asked for it, so the new session satisfies it.
             kept = [(k, v) for k, v in items if k not in ("prompt", "max_age")]
+            return_to = f"{AUTHORIZE_PATH}?{urlencode(kept)}"
+            if len(return_to) > MAX_RETURN_TO:
+                raise _ClientError(INVALID_REQUEST, "the authorization request is too long")
             return SignIn(
-                return_to=f"{AUTHORIZE_PATH}?{urlencode(kept)}",
+                return_to=return_to,
                 client_name=client.name,
                 login_hint=params.get("login_hint") or None,
             )

@@ -12,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 
 from alacop.core.errors import FlowExpired, FlowInvalid
 from alacop.core.oidc import CLIENT_ID_FORMAT
+from alacop.core.ports import MAX_RETURN_TO
 from alacop.core.session_manager import MAX_TOKEN_LENGTH
 from alacop.core.sessions import EndReason
 from alacop.flows.base import Message
@@ -28,7 +29,6 @@ _LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
 EXPIRED = Message("flow_expired", "This took too long. Start again.", "info")
 # Where an application's authorization request waits while the user signs in (alacop/protocols/oidc).
 AUTHORIZE_PATH = "/oauth/authorize"
-MAX_RETURN_TO = 4096
 
 _TEMPLATES = {
     LoginState.IDENTIFIER: "login/identifier.html",
@@ -50,6 +50,18 @@ async def _restart(request: Request, secret: str, *messages: Message) -> Respons
     flow = await http.portal(request).login.start(secret, messages=messages)
     response = RedirectResponse(f"/login?flow={flow.id}", status_code=303)
     return http.apply_browser_cookie(request, response)
+
+
+async def sign_in_to(request: Request, return_to: str) -> Response:
+    """Send the browser to a sign-in that returns to `return_to` (an application's request).
+
+    The request is kept in the new flow on the server, not in the address: however long it is, it is
+    not cut short in a redirect, and the sign-in page's address stays short.
+    """
+    await rate_limit(request, "flow", factor=4)
+    secret, _ = http.ensure_browser_secret(request)
+    flow = await http.portal(request).login.start(secret, return_to=local_return_to(return_to))
+    return http.apply_browser_cookie(request, RedirectResponse(f"/login?flow={flow.id}", status_code=303))
 
 
 def local_return_to(value: str | None) -> str | None:
@@ -83,10 +95,6 @@ async def page(request: Request) -> Response:
         # A fresh flow is shown at once; its id travels in the forms, so no redirect is needed.
         await rate_limit(request, "flow", factor=4)
         flow = await p.login.start(secret, return_to=return_to)
-        hint = _authorization_params(return_to).get("login_hint", "")
-        if hint and len(hint) <= 254:
-            # Shown in the identifier field only; what counts is what the user submits.
-            flow = replace(flow, typed=hint)
         return await render(request, flow)
     try:
         flow = await p.login.load(flow_id, secret)
@@ -113,6 +121,11 @@ async def _application(request: Request, flow: LoginFlow) -> str | None:
 
 async def render(request: Request, flow: LoginFlow, status: int = 200) -> Response:
     p = http.portal(request)
+    if flow.state is LoginState.IDENTIFIER and not flow.typed and not flow.messages:
+        hint = _authorization_params(flow.return_to).get("login_hint", "")
+        if hint and len(hint) <= 254:
+            # The application's login_hint, shown in the identifier field only; what counts is what is submitted.
+            flow = replace(flow, typed=hint)
     return template(
         request,
         _TEMPLATES[flow.state],

@@ -12,8 +12,6 @@ multiple of the portal's limit, OAUTH_RATE_FACTOR), answering a burst with a JSO
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -24,7 +22,7 @@ from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import RATE_WINDOW_SECONDS, rate_limit
 from alacop.web.routes.account import current, signed_out
-from alacop.web.routes.login import SESSION_COOKIE
+from alacop.web.routes.login import SESSION_COOKIE, sign_in_to
 
 # Applications call these from their servers, often many users behind one address: the portal's
 # per-address limit (30/min by default) times this, per endpoint.
@@ -60,7 +58,7 @@ async def authorize(request: Request) -> Response:
     outcome = await p.oidc.authorize(items, who, http.context(request))
     if isinstance(outcome, Redirect):
         return RedirectResponse(outcome.location, status_code=302)
-    return RedirectResponse(f"/login?{urlencode({'return_to': outcome.return_to})}", status_code=303)
+    return await sign_in_to(request, outcome.return_to)
 
 
 async def _limited(request: Request, bucket: str) -> Response | None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from alacop.protocols.saml.provider import SignIn
 from alacop.protocols.saml.response import Answer
@@ -22,6 +22,7 @@ from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import rate_limit
 from alacop.web.routes.account import current
+from alacop.web.routes.login import sign_in_to
 from alacop.web.routes.oidc import OAUTH_RATE_FACTOR
 
 AUTOSUBMIT = "document.getElementById('saml-post').submit();"
@@ -44,7 +45,7 @@ def _csp(acs_url: str) -> str:
 
 async def _send(request: Request, outcome: Answer | SignIn) -> Response:
     if isinstance(outcome, SignIn):
-        return RedirectResponse(f"/login?{urlencode({'return_to': outcome.return_to})}", status_code=303)
+        return await sign_in_to(request, outcome.return_to)
     response = template(
         request,
         "saml/post.html",
