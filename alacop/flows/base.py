@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 from dataclasses import dataclass
@@ -75,15 +76,25 @@ async def load_record(deps: Deps, flow_id: str, browser_secret: str, kind: str) 
     return check_flow(record, binding=browser_binding(browser_secret), now=deps.clock.now(), kind=kind)
 
 
-async def discard_expired(deps: Deps, flow_id: str, kind: str, ctx: RequestContext) -> None:
-    """Drop an expired flow and record it; the caller then starts a fresh one ("This took too long")."""
+async def discard_expired(
+    deps: Deps, flow_id: str, kind: str, ctx: RequestContext, browser_secret: str | None = None
+) -> str | None:
+    """Drop an expired flow and record it; the caller then starts a fresh one ("This took too long").
+
+    Returns the expired flow's way back (`return_to`) when it was this browser's own, so the fresh
+    flow can still return to the application that asked for the sign-in.
+    """
     if not _FLOW_ID.fullmatch(flow_id):
-        return
+        return None
     async with deps.store.transaction() as tx:
+        record = await tx.flows.get(flow_id)
         await tx.flows.delete(flow_id)
         await tx.audit.append(
             AuditEvent(EventType.FLOW_EXPIRED, Outcome.INFO, "flow_expired", details={"flow": kind}), ctx
         )
+    if record is None or browser_secret is None or record.kind != kind:
+        return None
+    return record.return_to if hmac.compare_digest(record.binding, browser_binding(browser_secret)) else None
 
 
 class FlowEnvelope(Protocol):

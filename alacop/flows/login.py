@@ -284,8 +284,9 @@ class LoginService:
     async def load(self, flow_id: str, browser_secret: str) -> LoginFlow:
         return LoginFlow.from_record(await load_record(self._deps, flow_id, browser_secret, FlowKind.LOGIN))
 
-    async def expired(self, flow_id: str, ctx: RequestContext) -> None:
-        await discard_expired(self._deps, flow_id, FlowKind.LOGIN, ctx)
+    async def expired(self, flow_id: str, ctx: RequestContext, browser_secret: str | None = None) -> str | None:
+        """Record and drop an expired flow; returns its way back, if it was this browser's."""
+        return await discard_expired(self._deps, flow_id, FlowKind.LOGIN, ctx, browser_secret)
 
     # -- step 1: identifier -------------------------------------------------------------------
     async def submit_identifier(self, flow: LoginFlow, raw: str, csrf: str, ctx: RequestContext) -> LoginFlow:

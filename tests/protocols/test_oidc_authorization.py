@@ -202,3 +202,32 @@ def test_an_authorization_request_too_long_to_keep_is_refused_to_the_application
     answer = query_of(first.headers["location"])
     assert answer["error"] == "invalid_request" and answer["state"] == "st-123"
     assert "too long" in answer["error_description"]
+
+
+def test_a_sign_in_that_took_too_long_still_returns_to_the_application(harness: Harness) -> None:
+    h = harness
+    h.create_user()
+    rp = register(h)
+    login = authorize(h, rp).headers["location"]
+    page = h.client.get(login)
+    return_to = page.context["flow"].return_to
+    lifetime = h.portal.deps.policy.flow_lifetime
+    h.clock.advance(lifetime + timedelta(seconds=1))
+    # Reloading the page: a fresh flow, "This took too long", the same way back.
+    again = h.client.get(login, follow_redirects=True)
+    assert again.context["flow"].id != page.context["flow"].id
+    assert again.context["flow"].return_to == return_to
+    assert [m.id for m in again.context["messages"]] == ["flow_expired"]
+    assert again.context["application"] == "Records Search"
+    # Submitting a step of an expired flow does the same.
+    h.clock.advance(lifetime + timedelta(seconds=1))
+    flow = again.context["flow"]
+    stepped = h.client.post(
+        f"/login/identifier?flow={flow.id}", data={"identifier": "cs0101", "csrf_token": flow.csrf_token}
+    )
+    assert stepped.context["flow"].return_to == return_to
+    # Another browser's expired flow gives nothing away: its way back stays with its own browser.
+    h.clock.advance(lifetime + timedelta(seconds=1))
+    stranger = stepped.context["flow"].id
+    h.client.cookies.clear()
+    assert h.client.get(f"/login?flow={stranger}").context["flow"].return_to is None

@@ -44,10 +44,10 @@ def _flow_id(request: Request) -> str:
     return request.query_params.get("flow", "")[:64]
 
 
-async def _restart(request: Request, secret: str, *messages: Message) -> Response:
+async def _restart(request: Request, secret: str, *messages: Message, return_to: str | None = None) -> Response:
     # Each new flow is a stored row: creating them is limited too, more loosely than the steps.
     await rate_limit(request, "flow", factor=4)
-    flow = await http.portal(request).login.start(secret, messages=messages)
+    flow = await http.portal(request).login.start(secret, messages=messages, return_to=local_return_to(return_to))
     response = RedirectResponse(f"/login?flow={flow.id}", status_code=303)
     return http.apply_browser_cookie(request, response)
 
@@ -99,8 +99,9 @@ async def page(request: Request) -> Response:
     try:
         flow = await p.login.load(flow_id, secret)
     except FlowExpired:
-        await p.login.expired(flow_id, http.context(request))
-        return await _restart(request, secret, EXPIRED)
+        # A fresh flow, still on its way back to the application that asked for the sign-in.
+        return_to = await p.login.expired(flow_id, http.context(request), secret)
+        return await _restart(request, secret, EXPIRED, return_to=return_to)
     except FlowInvalid:
         return await _restart(request, secret)
     return await render(request, flow)
@@ -149,14 +150,19 @@ async def _step(
     long_fields: tuple[str, ...] = (),
 ) -> Response:
     service = http.portal(request).login
+    way_back: list[str | None] = [None]
+
+    async def expired(flow_id: str) -> None:
+        way_back[0] = await service.expired(flow_id, http.context(request), http.ensure_browser_secret(request)[0])
+
     loaded = await flow_step(
         request,
         bucket="login",
         fields=fields,
         long_fields=long_fields,
         load=service.load,
-        expired=lambda flow_id: service.expired(flow_id, http.context(request)),
-        restart=lambda secret: _restart(request, secret, EXPIRED),
+        expired=expired,
+        restart=lambda secret: _restart(request, secret, EXPIRED, return_to=way_back[0]),
     )
     if isinstance(loaded, Response):
         return loaded
