@@ -58,6 +58,18 @@ class AppLink:
     logo_url: str | None
 
 
+async def agency_ids_for(deps: Deps, oris: list[str]) -> tuple[str, ...]:
+    """The ids of the agencies an application is limited to, by ORI; an unknown ORI is refused."""
+    agency_ids: list[str] = []
+    async with deps.store.read() as db:
+        for ori in oris:
+            agency = await db.agencies.by_ori(ori.strip().upper())
+            if agency is None:
+                raise NotFound(f"no agency with ORI {ori}", code="agency_not_found")
+            agency_ids.append(agency.id)
+    return tuple(dict.fromkeys(agency_ids))
+
+
 def _uris(values: list[str], what: str) -> tuple[str, ...]:
     uris = tuple(dict.fromkeys(validate_redirect_uri(v) for v in values))
     if len(uris) > MAX_URIS:
@@ -101,13 +113,7 @@ class Applications:
             token_format = TokenFormat(new.access_token_format)
         except ValueError as exc:
             raise InvalidInput("the access token format is jwt or opaque", code="invalid_token_format") from exc
-        agency_ids: list[str] = []
-        async with self._deps.store.read() as db:
-            for ori in new.agency_oris or []:
-                agency = await db.agencies.by_ori(ori.strip().upper())
-                if agency is None:
-                    raise NotFound(f"no agency with ORI {ori}", code="agency_not_found")
-                agency_ids.append(agency.id)
+        agency_ids = await agency_ids_for(self._deps, new.agency_oris or [])
         secret = None if new.public else new_client_secret()
         now = self._deps.clock.now()
         client = Client(
@@ -128,7 +134,7 @@ class Applications:
             refresh_token_seconds=validate_lifetime(
                 new.refresh_token_seconds, low=300, high=30 * 86400, what="the refresh token lifetime"
             ),
-            agency_ids=tuple(dict.fromkeys(agency_ids)),
+            agency_ids=agency_ids,
             created_at=now,
             secret_hash=client_secret_hash(self._deps.pepper, secret) if secret else None,
         )

@@ -370,31 +370,24 @@ class SamlProvider:
             domain=self._deps.domain,
             now=now,
         )
-        async with self._deps.store.transaction() as tx:
-            first = await tx.saml_requests.answer(pending.id, now)
-            if first:
-                await tx.audit.append(
-                    sp_event(
-                        EventType.SAML_ASSERTION_ISSUED,
-                        Outcome.SUCCESS,
-                        "assertion_issued",
-                        sp,
-                        who,
-                        self._deps.domain,
-                        {
-                            "request_id": pending.request_id,
-                            "response_id": answer.response_id,
-                            "assertion_id": answer.assertion_id,
-                            "acs_url": pending.acs_url,
-                            "nameid_format": str(sp.nameid_format),
-                            "attributes": list(sp.attributes),
-                            "aal": who.session.aal,
-                        },
-                    ),
-                    ctx,
-                )
-        if not first:
-            raise await self._refuse("request_already_answered", ctx, sp, who, {"request_id": pending.request_id})
+        issued = sp_event(
+            EventType.SAML_ASSERTION_ISSUED,
+            Outcome.SUCCESS,
+            "assertion_issued",
+            sp,
+            who,
+            self._deps.domain,
+            {
+                "request_id": pending.request_id,
+                "response_id": answer.response_id,
+                "assertion_id": answer.assertion_id,
+                "acs_url": pending.acs_url,
+                "nameid_format": str(sp.nameid_format),
+                "attributes": list(sp.attributes),
+                "aal": who.session.aal,
+            },
+        )
+        await self._answer_once(sp, pending, who, ctx, now, issued)
         return replace(answer, sp_name=sp.name)
 
     async def _fail(
@@ -417,21 +410,31 @@ class SamlProvider:
             second=status,
             now=now,
         )
+        refused = sp_event(
+            EventType.SAML_REQUEST_REFUSED,
+            Outcome.FAILURE,
+            reason,
+            sp,
+            who,
+            self._deps.domain,
+            {"request_id": pending.request_id, "status": status, "response_id": answer.response_id},
+        )
+        await self._answer_once(sp, pending, who, ctx, now, refused)
+        return replace(answer, sp_name=sp.name)
+
+    async def _answer_once(
+        self,
+        sp: ServiceProvider,
+        pending: PendingRequest,
+        who: Current | None,
+        ctx: RequestContext,
+        now: datetime,
+        event: AuditEvent,
+    ) -> None:
+        """Mark the request answered and record how, in one transaction; a second answer is refused."""
         async with self._deps.store.transaction() as tx:
             first = await tx.saml_requests.answer(pending.id, now)
             if first:
-                await tx.audit.append(
-                    sp_event(
-                        EventType.SAML_REQUEST_REFUSED,
-                        Outcome.FAILURE,
-                        reason,
-                        sp,
-                        who,
-                        self._deps.domain,
-                        {"request_id": pending.request_id, "status": status, "response_id": answer.response_id},
-                    ),
-                    ctx,
-                )
+                await tx.audit.append(event, ctx)
         if not first:
             raise await self._refuse("request_already_answered", ctx, sp, who, {"request_id": pending.request_id})
-        return replace(answer, sp_name=sp.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from alacop.core.accounts import User
-from alacop.core.applications import AppLink
+from alacop.core.applications import AppLink, agency_ids_for
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.authz import Actor
 from alacop.core.context import RequestContext
@@ -71,13 +71,7 @@ class ServiceProviders:
     async def add(self, actor: Actor, new: NewServiceProvider, ctx: RequestContext) -> ServiceProvider:
         actor.require_admin(change=True)
         parsed = parse_sp_metadata(new.metadata)
-        agency_ids: list[str] = []
-        async with self._deps.store.read() as db:
-            for ori in new.agency_oris or []:
-                agency = await db.agencies.by_ori(ori.strip().upper())
-                if agency is None:
-                    raise NotFound(f"no agency with ORI {ori}", code="agency_not_found")
-                agency_ids.append(agency.id)
+        agency_ids = await agency_ids_for(self._deps, new.agency_oris or [])
         sp = ServiceProvider(
             id=new_sp_id(),
             entity_id=parsed.entity_id,
@@ -94,7 +88,7 @@ class ServiceProviders:
             default_relay_state=validate_relay_state(new.relay_state),
             logo_url=validate_redirect_uri(new.logo_url) if new.logo_url else None,
             start_url=validate_redirect_uri(new.start_url) if new.start_url else None,
-            agency_ids=tuple(dict.fromkeys(agency_ids)),
+            agency_ids=agency_ids,
         )
         async with self._deps.store.transaction() as tx:
             await tx.saml_sps.add(sp)
