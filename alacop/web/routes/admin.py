@@ -633,7 +633,7 @@ async def create_saml_application(request: Request) -> Response:
         if not metadata.strip():
             raise InvalidInput("paste the application's SAML metadata, or choose its file", code="metadata_required")
         if not attributes:
-            # The registry reads an empty list as "every attribute"; an admin who unticked them all meant less.
+            # Releasing nothing but the NameID is rare enough to be a slip here; the command line can do it.
             raise InvalidInput("choose at least one attribute to release", code="attribute_required")
         await ServiceProviders(http.portal(request).deps).add(
             seat.actor,
