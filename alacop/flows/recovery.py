@@ -203,8 +203,9 @@ class RecoveryService:
     async def load(self, flow_id: str, browser_secret: str) -> RecoveryFlow:
         return RecoveryFlow.from_record(await load_record(self._deps, flow_id, browser_secret, KIND))
 
-    async def expired(self, flow_id: str, ctx: RequestContext) -> None:
-        await discard_expired(self._deps, flow_id, KIND, ctx)
+    async def expired(self, flow_id: str, ctx: RequestContext, browser_secret: str | None = None) -> str | None:
+        """Record and drop an expired flow; returns its way back, if it was this browser's."""
+        return await discard_expired(self._deps, flow_id, KIND, ctx, browser_secret)
 
     # -- 1. which type of account -----------------------------------------------------------------
     async def choose_type(self, flow: RecoveryFlow, account_type: str, csrf: str) -> RecoveryFlow:

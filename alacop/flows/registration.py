@@ -236,8 +236,9 @@ class RegistrationService:
     async def load(self, flow_id: str, browser_secret: str) -> RegistrationFlow:
         return RegistrationFlow.from_record(await load_record(self._deps, flow_id, browser_secret, KIND))
 
-    async def expired(self, flow_id: str, ctx: RequestContext) -> None:
-        await discard_expired(self._deps, flow_id, KIND, ctx)
+    async def expired(self, flow_id: str, ctx: RequestContext, browser_secret: str | None = None) -> str | None:
+        """Record and drop an expired flow; returns its way back, if it was this browser's."""
+        return await discard_expired(self._deps, flow_id, KIND, ctx, browser_secret)
 
     async def new_captcha(self, flow: RegistrationFlow, form: dict[str, str], csrf: str) -> RegistrationFlow:
         check_csrf(flow.to_record(), csrf)

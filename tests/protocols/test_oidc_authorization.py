@@ -231,3 +231,23 @@ def test_a_sign_in_that_took_too_long_still_returns_to_the_application(harness: 
     stranger = stepped.context["flow"].id
     h.client.cookies.clear()
     assert h.client.get(f"/login?flow={stranger}").context["flow"].return_to is None
+
+
+def test_a_recovery_that_took_too_long_still_leads_back_to_the_application(harness: Harness) -> None:
+    h = harness
+    h.create_user()
+    rp = register(h)
+    page = h.client.get(authorize(h, rp).headers["location"])
+    return_to = page.context["flow"].return_to
+    recovery = h.client.get(f"/recover?return_to={quote(return_to, safe='')}")
+    flow = recovery.context["flow"]
+    assert flow.return_to == return_to
+    h.clock.advance(h.portal.deps.policy.flow_lifetime + timedelta(seconds=1))
+    again = h.client.get(f"/recover?flow={flow.id}")
+    assert again.context["flow"].id != flow.id and again.context["flow"].return_to == return_to
+    h.clock.advance(h.portal.deps.policy.flow_lifetime + timedelta(seconds=1))
+    stale = again.context["flow"]
+    stepped = h.client.post(f"/recover/type?flow={stale.id}", data={"csrf_token": stale.csrf_token, "type": "work"})
+    assert stepped.status_code in (200, 303)
+    landed = h.client.get(stepped.headers["location"]) if stepped.status_code == 303 else stepped
+    assert landed.context["flow"].return_to == return_to

@@ -42,10 +42,14 @@ async def flow_step(
     fields: tuple[str, ...],
     long_fields: tuple[str, ...] = (),
     load: Callable[[str, str], Awaitable[F]],
-    expired: Callable[[str], Awaitable[None]],
-    restart: Callable[[str], Awaitable[Response]],
+    expired: Callable[[str, str], Awaitable[str | None]],
+    restart: Callable[[str, str | None], Awaitable[Response]],
 ) -> tuple[F, dict[str, str]] | Response:
-    """The common start of every flow step: limit, parse, and load the browser's flow (or start over)."""
+    """The common start of every flow step: limit, parse, and load the browser's flow (or start over).
+
+    `expired(flow_id, browser_secret)` drops an expired flow and returns its way back (`return_to`) if it
+    was this browser's; `restart(browser_secret, return_to)` starts a fresh flow still going there.
+    """
     await rate_limit(request, bucket)
     form = await http.read_form(request)
     values = {
@@ -56,14 +60,13 @@ async def flow_step(
     secret = http.browser_secret(request)
     if secret is None:
         secret, _ = http.ensure_browser_secret(request)
-        return await restart(secret)
+        return await restart(secret, None)
     try:
         flow = await load(flow_id, secret)
     except FlowExpired:
-        await expired(flow_id)
-        return await restart(secret)
+        return await restart(secret, await expired(flow_id, secret))
     except FlowInvalid:
-        return await restart(secret)
+        return await restart(secret, None)
     return flow, values
 
 

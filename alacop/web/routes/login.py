@@ -150,19 +150,14 @@ async def _step(
     long_fields: tuple[str, ...] = (),
 ) -> Response:
     service = http.portal(request).login
-    way_back: list[str | None] = [None]
-
-    async def expired(flow_id: str) -> None:
-        way_back[0] = await service.expired(flow_id, http.context(request), http.ensure_browser_secret(request)[0])
-
     loaded = await flow_step(
         request,
         bucket="login",
         fields=fields,
         long_fields=long_fields,
         load=service.load,
-        expired=expired,
-        restart=lambda secret: _restart(request, secret, EXPIRED, return_to=way_back[0]),
+        expired=lambda flow_id, secret: service.expired(flow_id, http.context(request), secret),
+        restart=lambda secret, return_to: _restart(request, secret, EXPIRED, return_to=return_to),
     )
     if isinstance(loaded, Response):
         return loaded

@@ -44,7 +44,7 @@ def _flow_id(request: Request) -> str:
 
 async def _restart(request: Request, secret: str, *messages: Message, return_to: str | None = None) -> Response:
     await rate_limit(request, "flow", factor=4)
-    flow = await http.portal(request).recovery.start(secret, return_to=return_to)
+    flow = await http.portal(request).recovery.start(secret, return_to=local_return_to(return_to))
     if messages:
         flow = replace(flow, messages=messages)
     return await render(request, flow)
@@ -102,8 +102,8 @@ async def page(request: Request) -> Response:
     try:
         flow = await p.recovery.load(flow_id, secret)
     except FlowExpired:
-        await p.recovery.expired(flow_id, http.context(request))
-        return await _restart(request, secret, EXPIRED)
+        return_to = await p.recovery.expired(flow_id, http.context(request), secret)
+        return await _restart(request, secret, EXPIRED, return_to=return_to)
     except FlowInvalid:
         return await _restart(request, secret, EXPIRED)
     return await render(request, flow)
@@ -123,8 +123,8 @@ async def _step(
         fields=fields,
         long_fields=long_fields,
         load=service.load,
-        expired=lambda flow_id: service.expired(flow_id, http.context(request)),
-        restart=lambda secret: _restart(request, secret, EXPIRED),
+        expired=lambda flow_id, secret: service.expired(flow_id, http.context(request), secret),
+        restart=lambda secret, return_to: _restart(request, secret, EXPIRED, return_to=return_to),
     )
     if isinstance(loaded, Response):
         return loaded

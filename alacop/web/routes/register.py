@@ -84,8 +84,9 @@ async def _step(
         bucket="register",
         fields=fields,
         load=service.load,
-        expired=lambda flow_id: service.expired(flow_id, http.context(request)),
-        restart=lambda secret: _restart(request, secret, EXPIRED),
+        expired=lambda flow_id, secret: service.expired(flow_id, http.context(request), secret),
+        # Registration never returns anywhere: a fresh flow is a fresh flow.
+        restart=lambda secret, _return_to: _restart(request, secret, EXPIRED),
     )
     if isinstance(loaded, Response):
         return loaded
