@@ -630,7 +630,7 @@ def cmd_saml_cert_rotate(args: argparse.Namespace) -> int:
         return 2
 
     async def work(deps: Deps) -> int:
-        added = await saml_certs.rotate(deps, CTX, timedelta(days=args.overlap_days))
+        added = await saml_certs.rotate(deps, CTX, timedelta(days=args.overlap_days), retire_now=args.retire_now)
         print(f"added {added.id}; it signs from {added.active_from.isoformat()}")
         print("Applications that pin the certificate should add the new one from /saml/metadata before then.")
         return 0
@@ -883,6 +883,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = cert.add_parser("rotate", help="a new certificate, published now, signing after the overlap")
     p.add_argument("--overlap-days", type=int, default=7, help="0-90 (default 7; 0 for a compromised key)")
+    p.add_argument(
+        "--retire-now",
+        action="store_true",
+        help="drop the old certificates from the metadata as soon as the new one signs (a leaked key)",
+    )
     p.set_defaults(func=cmd_saml_cert_rotate)
     cert.add_parser("list", help="published certificates").set_defaults(func=cmd_saml_cert_list)
 

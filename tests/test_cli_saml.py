@@ -129,3 +129,11 @@ def test_certificate_rotation_from_the_command_line(cli_env: str, capsys: pytest
     assert len(lines) == 2 and sum("published until -" in line for line in lines) == 1
     code, _, err = run(capsys, "saml", "cert", "rotate", "--overlap-days", "-1")
     assert code == 2 and "overlap" in err
+    # A key that may have leaked: the old ones leave the metadata the moment the new one signs.
+    code, out, _ = run(capsys, "saml", "cert", "rotate", "--overlap-days", "0", "--retire-now")
+    assert code == 0
+    signs_from = out.split("signs from ")[1].split()[0].rstrip(";")
+    code, out, _ = run(capsys, "saml", "cert", "list")
+    lines = out.splitlines()
+    assert len(lines) == 3
+    assert sum(f"published until {signs_from}" in line for line in lines) == 2

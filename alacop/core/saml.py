@@ -21,8 +21,9 @@ from alacop.core.errors import InvalidInput
 SP_ID_FORMAT = re.compile(r"^sp_[A-Za-z0-9_-]{20,40}$")
 # A pending request's id: it travels in /saml/continue?request=<id> through the sign-in.
 PENDING_ID_FORMAT = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
-# How long a received request waits for the sign-in; longer than an IssueInstant may be off (5 min)
-# either side, so a replay of a request that was answered is still found and refused.
+# How long a received request waits for the sign-in, at least: longer than an IssueInstant may be off
+# (5 min) either side, so a replay of a request that was answered is still found and refused. The
+# provider stretches it to outlive two sign-in flows (one that expires and the fresh one that follows).
 PENDING_LIFETIME = timedelta(minutes=15)
 # Assertions: NotBefore this far back (clock skew), NotOnOrAfter this far ahead.
 NOT_BEFORE_SKEW = timedelta(seconds=60)
@@ -128,6 +129,8 @@ class PendingRequest:
     acs_url: str
     received_at: datetime
     expires_at: datetime
+    # The browser it arrived in (a hash of its browser secret): only that browser may have it answered.
+    binding: str = ""
     request_id: str | None = None  # the AuthnRequest's ID; None for an IdP-initiated start
     relay_state: str | None = None
     force_authn: bool = False

@@ -936,7 +936,7 @@ class SqlIdpCertificates(_Repo):
 
     async def supersede(self, retire_after: datetime, keep: str) -> int:
         return await self.conn.execute(
-            "UPDATE saml_certs SET retire_after = $1 WHERE id <> $2 AND retire_after IS NULL",
+            "UPDATE saml_certs SET retire_after = $1 WHERE id <> $2 AND (retire_after IS NULL OR retire_after > $1)",
             self.conn.ts(retire_after),
             keep,
         )
@@ -953,6 +953,7 @@ class SqlPendingRequests(_Repo):
             sp_id=row["sp_id"],
             request_id=row["request_id"],
             acs_url=row["acs_url"],
+            binding=row["binding"],
             relay_state=row["relay_state"],
             force_authn=bool(row["force_authn"]),
             is_passive=bool(row["is_passive"]),
@@ -965,7 +966,7 @@ class SqlPendingRequests(_Repo):
         ts = self.conn.ts
         await self._insert(
             "INSERT INTO saml_requests (id, sp_id, request_id, acs_url, relay_state, force_authn, is_passive, "
-            "received_at, expires_at, answered_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "received_at, expires_at, answered_at, binding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             pending.id,
             pending.sp_id,
             pending.request_id,
@@ -976,6 +977,7 @@ class SqlPendingRequests(_Repo):
             ts(pending.received_at),
             ts(pending.expires_at),
             ts(pending.answered_at),
+            pending.binding,
             conflict="saml_request_exists",
             detail="that request was received already",
         )

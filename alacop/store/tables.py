@@ -355,6 +355,7 @@ saml_requests = Table(
     # Unique per application: a second request with an answered ID is a replay.
     Column("request_id", String(256)),
     Column("acs_url", String(2048), nullable=False),
+    Column("binding", String(64), nullable=False),
     Column("relay_state", String(1024)),
     Column("force_authn", Boolean, nullable=False),
     Column("is_passive", Boolean, nullable=False),

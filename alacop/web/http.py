@@ -122,6 +122,11 @@ def ensure_browser_secret(request: Request) -> tuple[str, bool]:
     existing = browser_secret(request)
     if existing:
         return existing, False
+    # Made earlier in this same request (one route binding two things to the browser): the same one,
+    # or the cookie sent would not be the secret the first was bound to.
+    made = request.scope.get("state", {}).get("new_browser_secret")
+    if made:
+        return str(made), True
     fresh = new_token(24)
     request.scope.setdefault("state", {})["new_browser_secret"] = fresh
     return fresh, True

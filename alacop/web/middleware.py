@@ -61,7 +61,12 @@ class PublicDocuments:
         if document is None:
             await self.app(scope, receive, send)
             return
-        body, media_type = await document()
+        try:
+            body, media_type = await document()
+        except Exception:  # the database behind the JWKS is down, say: the full stack answers with its 500 page
+            log.exception("public document %s failed", scope["path"])
+            await self.app(scope, receive, send)
+            return
         headers = [
             (b"content-type", media_type.encode()),
             (b"content-length", str(len(body)).encode()),

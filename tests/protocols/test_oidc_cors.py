@@ -69,3 +69,13 @@ def test_a_disabled_public_client_loses_its_origin_within_a_minute(harness: Harn
     h.run(disable)
     h.clock.advance(timedelta(seconds=61))
     assert "access-control-allow-origin" not in preflight(h, "/oauth/token", SPA)
+
+
+def test_origins_are_compared_as_browsers_send_them(harness: Harness) -> None:
+    h = harness
+    # Registered with an upper-case host and the default port; the browser sends neither.
+    register(h, public=True, redirect_uris=("https://SPA.Example.gov:443/callback", "http://127.0.0.1:5173/cb"))
+    assert preflight(h, "/oauth/token", SPA)["access-control-allow-origin"] == SPA
+    local = "http://127.0.0.1:5173"
+    assert preflight(h, "/oauth/token", local)["access-control-allow-origin"] == local
+    assert "access-control-allow-origin" not in preflight(h, "/oauth/token", "http://127.0.0.1:5174")

@@ -92,12 +92,14 @@ async def test_certificates_list_newest_first_and_supersede_all_but_one(store: S
         await tx.saml_certs.add(old)
         await tx.saml_certs.add(new)
         assert await tx.saml_certs.supersede(T0 + timedelta(days=8), keep=new.id) == 1
-        # Already given an end: a second rotation does not move it.
+        # Already given an end: a later one does not move it, an earlier one (a leaked key) does.
         assert await tx.saml_certs.supersede(T0 + timedelta(days=30), keep=new.id) == 0
+        assert await tx.saml_certs.supersede(T0 + timedelta(days=2), keep=new.id) == 1
+        assert await tx.saml_certs.supersede(T0 + timedelta(days=8), keep=new.id) == 0
     async with store.read() as tx:
         listed = await tx.saml_certs.list()
     assert [c.id for c in listed] == [new.id, old.id]
-    assert listed[1].retire_after == T0 + timedelta(days=8) and listed[0].retire_after is None
+    assert listed[1].retire_after == T0 + timedelta(days=2) and listed[0].retire_after is None
     assert listed[0].active_from == T0 + timedelta(days=7)
 
 

@@ -206,7 +206,11 @@ class BackChannel:
                 user = await tx.users.get(user_id)
             if client is None or user is None or not client.backchannel_logout_uri:
                 continue
-            token = await self.logout_token(client, user.id, session_sid(self._deps.pepper, session_hash))
+            try:
+                token = await self.logout_token(client, user.id, session_sid(self._deps.pepper, session_hash))
+            except Exception:  # one notice that cannot be signed must not strand the ones already claimed
+                log.exception("could not make a logout token for %s", client_id)
+                continue
             deliveries.append(self._deliver(client, client.backchannel_logout_uri, token, user, ctx))
         # Side by side, so one application that is down (and retried) does not hold up the others.
         await asyncio.gather(*deliveries)
@@ -278,7 +282,7 @@ class BackChannel:
         except Exception:
             log.exception("could not audit a back-channel logout to %s", client.client_id)
 
-    async def drain(self, seconds: float = DELIVERY_TIMEOUT * 2) -> None:
+    async def drain(self, seconds: float = DELIVERY_TIMEOUT * (1 + len(RETRY_DELAYS)) + sum(RETRY_DELAYS)) -> None:
         """Wait for the deliveries in flight (tests, and shutdown before cancelling the rest)."""
         pending = set(self._tasks)
         if pending:

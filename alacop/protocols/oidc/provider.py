@@ -23,9 +23,18 @@ from alacop.protocols.oidc.userinfo import UserinfoResponse, userinfo
 CORS_CACHE = timedelta(seconds=60)
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
 def _origin(uri: str) -> str:
+    """The origin a browser sends for pages at `uri` (RFC 6454): lower-case host, no default port."""
     parts = urlsplit(uri)
-    return f"{parts.scheme}://{parts.netloc}"
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    suffix = f":{port}" if port is not None and port != _DEFAULT_PORTS.get(parts.scheme) else ""
+    return f"{parts.scheme.lower()}://{host}{suffix}"
 
 
 class Provider:

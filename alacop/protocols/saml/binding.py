@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import zlib
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -122,11 +123,22 @@ def verify(message: RedirectMessage, certificates: tuple[str, ...]) -> str | Non
     if algorithm is None:
         return "signature_algorithm_refused"
     for pem in certificates:
-        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+        key = _rsa_key(pem)
+        if key is None:
+            continue
         try:
-            if isinstance(key, rsa.RSAPublicKey) and "rsa-" in message.sig_alg:
-                key.verify(message.signature, message.signed_octets, padding.PKCS1v15(), algorithm)
-                return None
+            key.verify(message.signature, message.signed_octets, padding.PKCS1v15(), algorithm)
+            return None
         except InvalidSignature:
             continue
     return "bad_signature"
+
+
+@functools.lru_cache(maxsize=256)
+def _rsa_key(pem: str) -> rsa.RSAPublicKey | None:
+    """The RSA key of a registered certificate (read once per process); None for anything else."""
+    try:
+        key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    return key if isinstance(key, rsa.RSAPublicKey) else None

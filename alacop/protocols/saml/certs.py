@@ -132,13 +132,16 @@ class CertRing:
         await self._current(force=True)
 
 
-async def rotate(deps: Deps, ctx: RequestContext, overlap: timedelta = DEFAULT_OVERLAP) -> IdpCertificate:
-    """A new certificate, published now and signing after `overlap`; the others retire a day after that."""
+async def rotate(
+    deps: Deps, ctx: RequestContext, overlap: timedelta = DEFAULT_OVERLAP, *, retire_now: bool = False
+) -> IdpCertificate:
+    """A new certificate, published now and signing after `overlap`; the others retire a day after that,
+    or, with `retire_now` (a key that may have leaked), the moment the new one starts signing."""
     now = deps.clock.now()
     # Never sooner than every instance can have reloaded its copy (an emergency rotation uses 0).
     active_from = now + max(overlap, PROPAGATION)
     added = _new(deps, now, active_from)
-    retire_after = active_from + RETIRE_AFTER_SWITCH
+    retire_after = active_from if retire_now else active_from + RETIRE_AFTER_SWITCH
     async with deps.store.transaction() as tx:
         await tx.saml_certs.add(added)
         superseded = await tx.saml_certs.supersede(retire_after, keep=added.id)

@@ -7,7 +7,9 @@ import binascii
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 
 from alacop.core.errors import InvalidInput
@@ -44,8 +46,14 @@ def _certificate(body: str) -> str:
     try:
         der = base64.b64decode("".join(body.split()), validate=True)
         cert = x509.load_der_x509_certificate(der)
-    except (binascii.Error, ValueError) as exc:
+        # The key is read lazily: read it now, so a key the portal cannot use is refused here, not
+        # at every signed request later.
+        key = cert.public_key()
+    except (binascii.Error, ValueError, UnsupportedAlgorithm) as exc:
         raise _refuse("holds a certificate that cannot be read") from exc
+    # Requests are verified with RSA and SHA-2 only (binding.SIG_ALGS).
+    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+        raise _refuse("holds a signing certificate that is not RSA of at least 2048 bits")
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 

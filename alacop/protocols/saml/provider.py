@@ -8,10 +8,11 @@ SamlRequestRefused (with the reason) and SamlAssertionIssued, each naming the ap
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from lxml import etree
 
@@ -31,6 +32,7 @@ from alacop.core.saml import (
     validate_relay_state,
 )
 from alacop.core.session_manager import Current
+from alacop.core.tokens import token_hash
 from alacop.protocols.oidc._util import session_sid
 from alacop.protocols.saml import binding, response
 from alacop.protocols.saml.certs import CertRing
@@ -182,8 +184,14 @@ class SamlProvider:
         refused.audited = True
         return refused
 
-    async def receive(self, raw_query: bytes, who: Current | None, ctx: RequestContext) -> response.Answer | SignIn:
-        """An AuthnRequest by HTTP-Redirect (SAML Bindings 3.4.4)."""
+    def pending_lifetime(self) -> timedelta:
+        # Long enough for a sign-in flow that expires and the fresh one that restarts on its way back.
+        return max(PENDING_LIFETIME, 2 * self._deps.policy.flow_lifetime + timedelta(minutes=1))
+
+    async def receive(
+        self, raw_query: bytes, who: Current | None, ctx: RequestContext, browser_secret: str
+    ) -> response.Answer | SignIn:
+        """An AuthnRequest by HTTP-Redirect (SAML Bindings 3.4.4), in the browser holding `browser_secret`."""
         sp: ServiceProvider | None = None
         try:
             try:
@@ -231,16 +239,18 @@ class SamlProvider:
         except _Refusal as refusal:
             raise await self._refuse(refusal.reason, ctx, sp, who, refusal.details) from None
         assert sp is not None
+        browser = token_hash(browser_secret)
         pending = PendingRequest(
             id=new_pending_id(),
             sp_id=sp.id,
             request_id=request.id,
             acs_url=consumer.url,
+            binding=browser,
             relay_state=relay_state,
             force_authn=request.force_authn,
             is_passive=request.is_passive,
             received_at=now,
-            expires_at=now + PENDING_LIFETIME,
+            expires_at=now + self.pending_lifetime(),
         )
         received = sp_event(
             EventType.SAML_REQUEST_RECEIVED,
@@ -257,18 +267,23 @@ class SamlProvider:
                 "signed": message.signature is not None,
             },
         )
-        async with self._deps.store.transaction() as tx:
-            earlier = await tx.saml_requests.by_request_id(sp.id, request.id)
-            if earlier is None:
-                try:
+        try:
+            async with self._deps.store.transaction() as tx:
+                earlier = await tx.saml_requests.by_request_id(sp.id, request.id)
+                if earlier is None:
                     await tx.saml_requests.add(pending)
-                except Conflict:
-                    earlier = await tx.saml_requests.by_request_id(sp.id, request.id)
+                    await tx.audit.append(received, ctx)
+        except Conflict:
+            # The same request arrived twice at once (a double click, two instances): the other one
+            # stored it. Read it in a fresh transaction; PostgreSQL has aborted this one.
+            async with self._deps.store.read() as tx:
+                earlier = await tx.saml_requests.by_request_id(sp.id, request.id)
             if earlier is None:
-                await tx.audit.append(received, ctx)
+                raise
         if earlier is not None:
-            if earlier.answered_at is not None or earlier.expires_at <= now or earlier.acs_url != consumer.url:
-                # Its InResponseTo was used already: one request, one answer.
+            same_browser = hmac.compare_digest(earlier.binding, browser)
+            if earlier.answered_at is not None or earlier.expires_at <= now or not same_browser:
+                # Answered already (its InResponseTo was used), or another browser's: one request, one answer.
                 raise await self._refuse("request_replayed", ctx, sp, who, {"request_id": request.id})
             # The same browser sending the same request again (a reload during the sign-in): carry on.
             pending = earlier
@@ -280,14 +295,19 @@ class SamlProvider:
         """A request by a binding the portal does not accept (HTTP-POST requests, for now)."""
         return await self._refuse("unsupported_binding", ctx)
 
-    async def resume(self, pending_id: str, who: Current | None, ctx: RequestContext) -> response.Answer | SignIn:
-        """Back from the sign-in: answer the request waiting under this id."""
+    async def resume(
+        self, pending_id: str, who: Current | None, ctx: RequestContext, browser_secret: str
+    ) -> response.Answer | SignIn:
+        """Back from the sign-in: answer the request waiting under this id, in the browser it arrived in."""
         if not PENDING_ID_FORMAT.fullmatch(pending_id):
             raise await self._refuse("request_unknown", ctx, None, who)
         now = self._deps.clock.now()
         async with self._deps.store.read() as tx:
             pending = await tx.saml_requests.get(pending_id)
             sp = await tx.saml_sps.get(pending.sp_id) if pending else None
+        if pending is not None and not hmac.compare_digest(pending.binding, token_hash(browser_secret)):
+            # Another browser's request: as if there were none (the link alone is not enough).
+            raise await self._refuse("request_unknown", ctx, None, who)
         if pending is None or sp is None or pending.expires_at <= now:
             raise await self._refuse("request_expired", ctx, sp, who)
         if pending.answered_at is not None:
@@ -296,7 +316,9 @@ class SamlProvider:
             raise await self._refuse("sp_disabled", ctx, sp, who)
         return await self._answer(sp, pending, who, ctx)
 
-    async def start(self, sp_id: str, who: Current | None, ctx: RequestContext) -> response.Answer | SignIn:
+    async def start(
+        self, sp_id: str, who: Current | None, ctx: RequestContext, browser_secret: str
+    ) -> response.Answer | SignIn:
         """IdP-initiated sign-in (Profiles 4.1.5), from My applications, for applications that allow it."""
         sp = None
         if SP_ID_FORMAT.fullmatch(sp_id):
@@ -312,9 +334,10 @@ class SamlProvider:
             id=new_pending_id(),
             sp_id=sp.id,
             acs_url=consumer.url,
+            binding=token_hash(browser_secret),
             relay_state=sp.default_relay_state,
             received_at=now,
-            expires_at=now + PENDING_LIFETIME,
+            expires_at=now + self.pending_lifetime(),
         )
         async with self._deps.store.transaction() as tx:
             await tx.saml_requests.add(pending)
@@ -351,7 +374,9 @@ class SamlProvider:
             if pending.is_passive:
                 return await self._fail(sp, pending, who, ctx, response.NO_PASSIVE, "no_passive")
             return SignIn(return_to=f"{CONTINUE_PATH}?request={pending.id}", sp_name=sp.name)
-        if not who.user.active or not sp.allows_agency(who.user.agency_id):
+        if not who.user.active:
+            return await self._fail(sp, pending, who, ctx, response.REQUEST_DENIED, "account_inactive")
+        if not sp.allows_agency(who.user.agency_id):
             return await self._fail(sp, pending, who, ctx, response.REQUEST_DENIED, "agency_not_allowed")
         now = self._deps.clock.now()
         async with self._deps.store.read() as tx:

@@ -11,6 +11,7 @@ attribute value where exclusive canonicalisation would drop its namespace declar
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,15 @@ BASIC = "urn:oasis:names:tc:SAML:2.0:attrname-format:basic"
 # NIST SP 800-63B AAL2 as a context class (the URI the US federal profile uses); AAL1 would be plain password.
 AAL2_CONTEXT = "http://idmanagement.gov/ns/assurance/aal/2"
 AAL1_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+
+
+# Characters XML 1.0 cannot carry at all (C0 controls but tab, CR and LF; surrogates; U+FFFE and U+FFFF).
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(value: str) -> str:
+    """A value as XML can carry it: characters XML forbids become U+FFFD instead of failing the response."""
+    return _NOT_XML.sub("\ufffd", value)
 
 
 def saml_time(moment: datetime) -> str:
@@ -120,7 +130,7 @@ def _assertion(
     subject = etree.SubElement(assertion, f"{SAML}Subject")
     if sp.nameid_format is NameIdFormat.EMAIL:
         name_id = etree.SubElement(subject, f"{SAML}NameID", Format=str(sp.nameid_format))
-        name_id.text = user.email
+        name_id.text = xml_text(user.email)
     else:
         name_id = etree.SubElement(
             subject, f"{SAML}NameID", Format=str(sp.nameid_format), NameQualifier=issuer, SPNameQualifier=sp.entity_id
@@ -160,7 +170,7 @@ def _assertion(
         for name, items in values:
             attribute = etree.SubElement(attributes, f"{SAML}Attribute", Name=name, NameFormat=BASIC)
             for item in items:
-                etree.SubElement(attribute, f"{SAML}AttributeValue").text = item
+                etree.SubElement(attribute, f"{SAML}AttributeValue").text = xml_text(item)
     return assertion
 
 

@@ -51,11 +51,13 @@ def parse(data: bytes) -> etree._Element:
         defused.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise UnsafeXml(type(exc).__name__) from exc
-    except (ParseError, ValueError) as exc:
+    except (ParseError, ValueError, LookupError) as exc:
+        # LookupError: an encoding name Python does not know (`encoding="x-bogus"`, or a codec such as
+        # rot13 that is not a text encoding).
         raise MalformedXml(str(exc)[:200]) from exc
     try:
         root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
+    except (etree.XMLSyntaxError, ValueError, LookupError) as exc:
         raise MalformedXml(str(exc)[:200]) from exc
     if root.getroottree().docinfo.internalDTD is not None:
         raise UnsafeXml("doctype")

@@ -3,8 +3,8 @@ and IdP-initiated starts from My applications. The provider's work is in alacop/
 
 The Response leaves by HTTP-POST: a page with a form to the application's consumer address (one it
 registered in its metadata) that submits itself. Its one inline script is allowed by its hash in this
-page's own Content-Security-Policy, which also lets the form post to that consumer's origin and no other;
-a Continue button does the same for browsers without JavaScript.
+page's own Content-Security-Policy (no 'unsafe-inline'); a Continue button does the same for browsers
+without JavaScript.
 """
 
 from __future__ import annotations
@@ -30,16 +30,16 @@ _AUTOSUBMIT_HASH = base64.b64encode(hashlib.sha256(AUTOSUBMIT.encode()).digest()
 METADATA_TYPE = "application/samlmetadata+xml"
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 def _csp(acs_url: str) -> str:
+    # form-action by scheme, not the consumer's origin: browsers hold the redirects that follow a form
+    # post to form-action too, and many consumers redirect to another host after reading the Response
+    # (a console on a sibling domain, a tenant). The page holds one form, ours, to a registered consumer;
+    # and no part of an address ever reaches this header (a host with ';' or non-Latin-1 characters would).
+    schemes = "https:" if urlsplit(acs_url).scheme == "https" else "http: https:"
     return (
         "default-src 'none'; "
         f"script-src 'self' 'sha256-{_AUTOSUBMIT_HASH}'; style-src 'self'; img-src 'self' data: https:; "
-        f"form-action {_origin(acs_url)}; frame-ancestors 'none'; base-uri 'none'"
+        f"form-action {schemes}; frame-ancestors 'none'; base-uri 'none'"
     )
 
 
@@ -64,7 +64,8 @@ async def sso(request: Request) -> Response:
     await rate_limit(request, "saml_sso", factor=OAUTH_RATE_FACTOR)
     p = http.portal(request)
     who = await current(request, aal2=False)
-    outcome = await p.saml.receive(request.scope.get("query_string", b""), who, http.context(request))
+    secret, _ = http.ensure_browser_secret(request)
+    outcome = await p.saml.receive(request.scope.get("query_string", b""), who, http.context(request), secret)
     return await _send(request, outcome)
 
 
@@ -79,7 +80,8 @@ async def resume(request: Request) -> Response:
     p = http.portal(request)
     who = await current(request, aal2=False)
     pending_id = request.query_params.get("request", "")[:100]
-    return await _send(request, await p.saml.resume(pending_id, who, http.context(request)))
+    secret, _ = http.ensure_browser_secret(request)
+    return await _send(request, await p.saml.resume(pending_id, who, http.context(request), secret))
 
 
 async def start(request: Request) -> Response:
@@ -87,4 +89,5 @@ async def start(request: Request) -> Response:
     p = http.portal(request)
     who = await current(request, aal2=False)
     sp_id = str(request.path_params.get("sp_id", ""))[:100]
-    return await _send(request, await p.saml.start(sp_id, who, http.context(request)))
+    secret, _ = http.ensure_browser_secret(request)
+    return await _send(request, await p.saml.start(sp_id, who, http.context(request), secret))

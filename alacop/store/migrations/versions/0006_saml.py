@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("sp_id", sa.String(64), sa.ForeignKey("saml_sps.id"), nullable=False),
         sa.Column("request_id", sa.String(256)),
         sa.Column("acs_url", sa.String(2048), nullable=False),
+        sa.Column("binding", sa.String(64), nullable=False),
         sa.Column("relay_state", sa.String(1024)),
         sa.Column("force_authn", sa.Boolean, nullable=False),
         sa.Column("is_passive", sa.Boolean, nullable=False),

@@ -20,5 +20,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Sign-ins still carrying a longer way back lose it (they end on My applications) rather than fail.
+    op.execute("UPDATE flows SET return_to = NULL WHERE length(return_to) > 2048")
     with op.batch_alter_table("flows") as batch:
         batch.alter_column("return_to", type_=sa.String(2048), existing_type=sa.Text, existing_nullable=True)
