@@ -99,6 +99,7 @@ class EventType(StrEnum):
     SAML_SP_ADDED = "SamlServiceProviderAdded"
     SAML_SP_DISABLED = "SamlServiceProviderDisabled"
     SAML_CERT_ROTATED = "SamlCertificateRotated"
+    SAML_CERT_CREATED = "SamlCertificateCreated"
 
 
 class Outcome(StrEnum):

@@ -27,3 +27,24 @@ def test_the_first_signer_on_a_fresh_database_is_the_certificate_it_creates(
     assert isinstance(signer, Signer)
     assert signer.id == fingerprint(signer.cert_pem)
     assert [c.cert_pem for c in h.run(h.portal.saml.certs.published)] == [signer.cert_pem]
+
+
+def test_two_instances_starting_together_make_one_certificate(app_factory: Callable[..., Harness]) -> None:
+    import asyncio
+
+    from alacop.protocols.saml.certs import CertRing
+
+    h = app_factory()
+    deps = h.portal.deps
+
+    async def both() -> tuple[Signer, Signer]:
+        # Two processes' rings over one database, each finding no certificate at first.
+        first, second = CertRing(deps), CertRing(deps)
+        a, b = await asyncio.gather(first.signer(), second.signer())
+        return a, b
+
+    a, b = h.run(both)
+    assert a.id == b.id
+    assert len(h.run(CertRing(deps).published)) == 1
+    created = h.events("SamlCertificateCreated")
+    assert len(created) == 1 and created[0].reason == "first_certificate"

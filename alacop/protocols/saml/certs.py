@@ -63,6 +63,10 @@ def certificate_body(cert_pem: str) -> str:
     return "".join(lines)
 
 
+class _AlreadyMade(Exception):
+    """Another instance made the first certificate while this one waited for the lock."""
+
+
 @dataclass(frozen=True, slots=True)
 class Signer:
     id: str
@@ -100,13 +104,34 @@ class CertRing:
             async with self._deps.store.read() as tx:
                 certs = tuple(await tx.saml_certs.list())
             if not any(c.signs(now) for c in certs):
-                # The first start (or every certificate retired): one that signs at once.
-                async with self._deps.store.transaction() as tx:
-                    await tx.saml_certs.add(_new(self._deps, now, now))
+                await self._create_first(now)
                 async with self._deps.store.read() as tx:
                     certs = tuple(await tx.saml_certs.list())
             self._certs, self._loaded_at = certs, now
         return certs
+
+    async def _create_first(self, now: datetime) -> None:
+        """The first start (or every certificate retired): one certificate that signs at once.
+
+        Instances starting together must not each make their own: the audit append takes the chain's
+        head lock first, so creators go one at a time, and each looks again under that lock; one that
+        finds a certificate already there rolls back, its audit event with it.
+        """
+        created = _new(self._deps, now, now)
+        try:
+            async with self._deps.store.transaction() as tx:
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.SAML_CERT_CREATED, Outcome.SUCCESS, "first_certificate", details={"added": created.id}
+                    ),
+                    # The portal itself, not a person: the first signature needed a key.
+                    RequestContext(source_ip="local", user_agent="alacop-portal", request_id="saml-first-certificate"),
+                )
+                if any(c.signs(now) for c in await tx.saml_certs.list()):
+                    raise _AlreadyMade
+                await tx.saml_certs.add(created)
+        except _AlreadyMade:
+            pass
 
     async def published(self) -> list[IdpCertificate]:
         now = self._deps.clock.now()
