@@ -16,8 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from alacop.config import Settings, ensure_secret, load_settings
 from alacop.core.accounts import Role, UserStatus
@@ -162,6 +167,95 @@ async def _seed_records_demo(deps: Deps, settings: Settings) -> None:
         )
 
 
+# Where the SAML demo application runs (./scripts/saml-demo); the browser tests move it too.
+SAML_DEMO_URL = os.environ.get("SAML_DEMO_URL", "http://localhost:8002").rstrip("/")
+SAML_DEMO_NAME = "Case Files (SAML demo)"
+
+
+def _saml_demo_keys() -> tuple[str, str]:
+    """A fresh RSA key and a self-signed certificate for it (PEM), as a SAML application would make."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SAML_DEMO_NAME)])
+    now = datetime.now().astimezone()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _saml_demo_metadata(entity_id: str, acs_url: str, cert_pem: str) -> bytes:
+    """The SP metadata the demo application publishes: it signs its requests and wants signed assertions."""
+    body = "".join(line for line in cert_pem.strip().splitlines() if not line.startswith("-----"))
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
+        f'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID={quoteattr(entity_id)}>'
+        '<md:SPSSODescriptor AuthnRequestsSigned="true" WantAssertionsSigned="true" '
+        'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
+        '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data>'
+        f"<ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"
+        "<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>"
+        '<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
+        f'Location={quoteattr(acs_url)} index="0" isDefault="true"/>'
+        "</md:SPSSODescriptor></md:EntityDescriptor>"
+    ).encode()
+
+
+async def _seed_saml_demo(deps: Deps, settings: Settings) -> None:
+    """Register the SAML demo application once and leave its key where `./scripts/saml-demo` reads it."""
+    path = settings.data_dir / "saml_demo.json"
+    entity_id = f"{SAML_DEMO_URL}/saml/metadata"
+    if path.is_file():
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            async with deps.store.read() as db:
+                if await db.saml_sps.by_entity_id(str(known.get("entity_id", ""))):
+                    return
+        except (OSError, ValueError):
+            pass
+    registry = ServiceProviders(deps)
+    async with deps.store.read() as db:
+        stale = await db.saml_sps.by_entity_id(entity_id)
+    if stale is not None:
+        # Registered before, but its key is gone with the file: retire that registration (an entity ID is
+        # registered once, disabled or not) and register the new key under a fresh entity ID.
+        if stale.disabled_at is None:
+            await registry.disable(Actor.operator(), stale.id, CTX)
+        entity_id = f"{entity_id}?v={secrets.token_hex(4)}"
+    acs_url = f"{SAML_DEMO_URL}/saml/acs"
+    key_pem, cert_pem = _saml_demo_keys()
+    new = NewServiceProvider(
+        name=SAML_DEMO_NAME,
+        metadata=_saml_demo_metadata(entity_id, acs_url, cert_pem),
+        idp_initiated=True,
+    )
+    await registry.add(Actor.operator(), new, CTX)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(
+            {
+                "name": SAML_DEMO_NAME,
+                "entity_id": entity_id,
+                "acs_url": acs_url,
+                "private_key": key_pem,
+                "certificate": cert_pem,
+                "portal": settings.public_url.rstrip("/"),
+            },
+            out,
+        )
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     # Browsers accept "localhost" as a WebAuthn relying party but never an IP address, so the demo
     # names itself localhost; http://127.0.0.1 still serves every page.
@@ -202,6 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             async with deps.store.transaction() as tx:
                 await tx.agencies.set_coordinators(coordinator.agency_id, [coordinator.id])
         await _seed_records_demo(deps, settings)
+        await _seed_saml_demo(deps, settings)
         return 0
 
     _run(settings, seed)
@@ -215,7 +310,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "    coordinators set up two kinds of method: an authenticator app and a security key or passkey\n"
         f"  New User Registration: use an @demo.al.gov email and agency {DEMO_ORI}\n"
         f"  mail the portal sends is saved in {settings.data_dir / 'outbox'}\n"
-        f"  the demo application Records Search: ./scripts/records-demo, then {RECORDS_DEMO_URL}\n",
+        f"  the demo application Records Search: ./scripts/records-demo, then {RECORDS_DEMO_URL}\n"
+        f"  the SAML demo application Case Files: ./scripts/saml-demo, then {SAML_DEMO_URL}\n",
         flush=True,
     )
     return _serve(settings, args.host, args.port, 1)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from alacop.core.saml import ServiceProvider
+from tests.conftest import run_async
 from tests.support.saml import ACS, ACS_2, SP_ENTITY, sp_keys, sp_metadata
 from tests.test_cli import cli_env, run  # noqa: F401 - the fixture is shared
 
@@ -137,3 +139,38 @@ def test_certificate_rotation_from_the_command_line(cli_env: str, capsys: pytest
     lines = out.splitlines()
     assert len(lines) == 3
     assert sum(f"published until {signs_from}" in line for line in lines) == 2
+
+
+def test_demo_registers_the_saml_demo_application_once(cli_env: str) -> None:  # noqa: F811
+    """`alacop demo` registers "Case Files (SAML demo)" and writes its key once; a lost key means a new one."""
+    from alacop.cli import SAML_DEMO_NAME, SAML_DEMO_URL, _seed_saml_demo
+    from alacop.config import load_settings
+    from alacop.wiring import build_deps
+
+    settings = load_settings()
+    path = settings.data_dir / "saml_demo.json"
+
+    async def seed() -> list[ServiceProvider]:
+        deps = build_deps(settings)
+        try:
+            await _seed_saml_demo(deps, settings)
+            async with deps.store.read() as db:
+                return [sp for sp in await db.saml_sps.list() if sp.name == SAML_DEMO_NAME]
+        finally:
+            await deps.store.close()
+
+    [first] = run_async(seed)
+    written = json.loads(path.read_text())
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert first.entity_id == written["entity_id"] == f"{SAML_DEMO_URL}/saml/metadata"
+    assert [a.url for a in first.acs] == [written["acs_url"]] == [f"{SAML_DEMO_URL}/saml/acs"]
+    assert first.idp_initiated and first.authn_requests_signed and first.active
+    assert "".join(written["certificate"].splitlines()[1:-1]) in first.certificates[0].replace("\n", "")
+
+    assert run_async(seed) == [first] and json.loads(path.read_text()) == written  # a re-run changes nothing
+
+    path.unlink()  # the key is lost: the old registration is disabled, the new key registered beside it
+    old, new = sorted(run_async(seed), key=lambda sp: sp.entity_id)
+    assert old.id == first.id and not old.active
+    assert new.active and new.entity_id.startswith(f"{SAML_DEMO_URL}/saml/metadata?v=")
+    assert json.loads(path.read_text())["entity_id"] == new.entity_id
