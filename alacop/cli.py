@@ -16,13 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import quoteattr
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from alacop.config import Settings, ensure_secret, load_settings
 from alacop.core.accounts import Role, UserStatus
@@ -41,7 +36,7 @@ from alacop.core.passwords import BannedList
 from alacop.core.registration import RegistrationStatus
 from alacop.core.saml import ServiceProvider
 from alacop.protocols.saml import certs as saml_certs
-from alacop.protocols.saml.metadata import MAX_METADATA
+from alacop.protocols.saml.metadata import MAX_METADATA, sp_metadata
 from alacop.protocols.saml.registry import NewServiceProvider, ServiceProviders, public_view
 from alacop.store.database import migrate
 from alacop.wiring import banned_override, build_deps
@@ -172,45 +167,6 @@ SAML_DEMO_URL = os.environ.get("SAML_DEMO_URL", "http://localhost:8002").rstrip(
 SAML_DEMO_NAME = "Case Files (SAML demo)"
 
 
-def _saml_demo_keys() -> tuple[str, str]:
-    """A fresh RSA key and a self-signed certificate for it (PEM), as a SAML application would make."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SAML_DEMO_NAME)])
-    now = datetime.now().astimezone()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-def _saml_demo_metadata(entity_id: str, acs_url: str, cert_pem: str) -> bytes:
-    """The SP metadata the demo application publishes: it signs its requests and wants signed assertions."""
-    body = "".join(line for line in cert_pem.strip().splitlines() if not line.startswith("-----"))
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
-        f'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID={quoteattr(entity_id)}>'
-        '<md:SPSSODescriptor AuthnRequestsSigned="true" WantAssertionsSigned="true" '
-        'protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
-        '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data>'
-        f"<ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"
-        "<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>"
-        '<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
-        f'Location={quoteattr(acs_url)} index="0" isDefault="true"/>'
-        "</md:SPSSODescriptor></md:EntityDescriptor>"
-    ).encode()
-
-
 async def _seed_saml_demo(deps: Deps, settings: Settings) -> None:
     """Register the SAML demo application once and leave its key where `./scripts/saml-demo` reads it."""
     path = settings.data_dir / "saml_demo.json"
@@ -233,10 +189,11 @@ async def _seed_saml_demo(deps: Deps, settings: Settings) -> None:
             await registry.disable(Actor.operator(), stale.id, CTX)
         entity_id = f"{entity_id}?v={secrets.token_hex(4)}"
     acs_url = f"{SAML_DEMO_URL}/saml/acs"
-    key_pem, cert_pem = _saml_demo_keys()
+    cert_pem, key = saml_certs.generate(deps.clock.now(), SAML_DEMO_NAME)
+    key_pem = saml_certs.private_pem(key).decode()
     new = NewServiceProvider(
         name=SAML_DEMO_NAME,
-        metadata=_saml_demo_metadata(entity_id, acs_url, cert_pem),
+        metadata=sp_metadata(entity_id, [acs_url], cert_pem, authn_requests_signed=True),
         idp_initiated=True,
     )
     await registry.add(Actor.operator(), new, CTX)

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 
 from tests.conftest import Harness
@@ -23,20 +22,13 @@ from tests.support.saml import (
     SP_ENTITY,
     SpKeys,
     authn_request,
+    idp_certificate,
     posted,
     redirect_query,
     register_sp,
     sp_keys,
     sp_metadata,
 )
-
-
-def _idp_cert(h: Harness) -> str:
-    """The signing certificate, as an application's administrator would copy it from the metadata."""
-    root = etree.fromstring(h.client.get("/saml/metadata").content)
-    cert = root.findtext(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
-    assert cert
-    return cert
 
 
 def settings(h: Harness, keys: SpKeys | None = None, *, sign_requests: bool = False) -> dict[str, Any]:
@@ -56,7 +48,7 @@ def settings(h: Harness, keys: SpKeys | None = None, *, sign_requests: bool = Fa
         "idp": {
             "entityId": IDP_ENTITY,
             "singleSignOnService": {"url": IDP_SSO, "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"},
-            "x509cert": _idp_cert(h),
+            "x509cert": idp_certificate(h),
         },
         "security": {
             "authnRequestsSigned": sign_requests,

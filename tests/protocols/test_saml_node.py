@@ -36,6 +36,7 @@ from tests.support.saml import (
     SP_ENTITY,
     Posted,
     SpKeys,
+    idp_certificate,
     posted,
     register_sp,
     sp_keys,
@@ -75,14 +76,6 @@ def node(command: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def idp_cert(h: Harness) -> str:
-    """The signing certificate, as an application's administrator would copy it from the metadata."""
-    root = etree.fromstring(h.client.get("/saml/metadata").content)
-    cert = root.findtext(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
-    assert cert
-    return cert
-
-
 def node_request(keys: SpKeys, *, sha256: bool = True, relay_state: str = "/records/42") -> tuple[str, str, str]:
     """node-saml's own signed AuthnRequest as the redirect it builds: (portal path, request ID, its instant)."""
     command = {
@@ -111,7 +104,7 @@ def node_validate(
             "action": "validate",
             "spEntity": SP_ENTITY,
             "acs": ACS,
-            "idpCert": idp_cert(h),
+            "idpCert": idp_certificate(h),
             "samlResponse": saml_response,
             "requests": requests,
             "times": times,

@@ -13,18 +13,19 @@ import re
 import secrets
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from lxml import etree
 
 from alacop.core.authz import Actor
 from alacop.core.context import RequestContext
 from alacop.core.saml import ServiceProvider
+from alacop.protocols.saml.certs import certificate_body, generate, private_pem
+from alacop.protocols.saml.metadata import sp_metadata as write_sp_metadata
 from alacop.protocols.saml.registry import NewServiceProvider, ServiceProviders
 
 SP_ENTITY = "https://records.example.gov/saml/metadata"
@@ -43,30 +44,16 @@ class SpKeys:
 
     @property
     def key_pem(self) -> str:
-        return self.key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ).decode()
+        return private_pem(self.key).decode()
 
     @property
     def cert_body(self) -> str:
-        return "".join(line for line in self.cert_pem.strip().splitlines() if not line.startswith("-----"))
+        return certificate_body(self.cert_pem)
 
 
 def sp_keys(common_name: str = "records.example.gov") -> SpKeys:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.now().astimezone()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    return SpKeys(key, cert.public_bytes(serialization.Encoding.PEM).decode())
+    cert_pem, key = generate(datetime.now().astimezone(), common_name)
+    return SpKeys(key, cert_pem)
 
 
 def sp_metadata(
@@ -75,27 +62,15 @@ def sp_metadata(
     keys: SpKeys | None = None,
     signed_requests: bool = False,
 ) -> bytes:
-    default = ' isDefault="true"'
-    consumers = "".join(
-        f'<md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" '
-        f'Location="{html.escape(url)}" index="{i}"{default if i == 0 else ""}/>'
-        for i, url in enumerate(acs)
-    )
-    key = (
-        '<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>'
-        f"{keys.cert_body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"
-        if keys
-        else ""
-    )
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" '
-        f'xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="{html.escape(entity_id)}">'
-        f'<md:SPSSODescriptor AuthnRequestsSigned="{"true" if signed_requests else "false"}" '
-        'WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">'
-        f"{key}<md:NameIDFormat>urn:oasis:names:tc:SAML:2.0:nameid-format:persistent</md:NameIDFormat>"
-        f"{consumers}</md:SPSSODescriptor></md:EntityDescriptor>"
-    ).encode()
+    return write_sp_metadata(entity_id, acs, keys.cert_pem if keys else None, authn_requests_signed=signed_requests)
+
+
+def idp_certificate(h: Any) -> str:
+    """The portal's signing certificate, as an application's administrator would copy it from the metadata."""
+    root = etree.fromstring(h.client.get("/saml/metadata").content)
+    cert = root.findtext(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
+    assert cert
+    return str(cert)
 
 
 def register_sp(

@@ -33,11 +33,13 @@ RETIRE_AFTER_SWITCH = timedelta(days=1)
 VALIDITY = timedelta(days=3650)
 
 
-def generate(now: datetime) -> tuple[str, rsa.RSAPrivateKey]:
-    """A new key and its self-signed certificate (PEM). SAML trusts the certificate as pinned in the
-    application's configuration, so no CA is involved; the validity is long and rotation is ours."""
+def generate(now: datetime, common_name: str | None = None) -> tuple[str, rsa.RSAPrivateKey]:
+    """A new RSA-2048 key and its self-signed certificate (PEM). SAML trusts the certificate as pinned in
+    the other side's configuration, so no CA is involved; the validity is long and rotation is ours.
+    The demo application makes its own pair with it too, as any service provider would."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"AlaCOP SAML signing {now:%Y-%m-%d}")])
+    subject = common_name or f"AlaCOP SAML signing {now:%Y-%m-%d}"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -50,6 +52,13 @@ def generate(now: datetime) -> tuple[str, rsa.RSAPrivateKey]:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key
+
+
+def private_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM (the portal seals it before storing it)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def fingerprint(cert_pem: str) -> str:

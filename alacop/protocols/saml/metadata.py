@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -107,6 +108,12 @@ def parse_sp_metadata(data: bytes) -> SpMetadata:
     return SpMetadata(entity_id, tuple(consumers), tuple(dict.fromkeys(certificates)), signed, formats)
 
 
+def _signing_key(descriptor: etree._Element, cert_pem: str) -> None:
+    key = etree.SubElement(descriptor, f"{MD}KeyDescriptor", use="signing")
+    data = etree.SubElement(etree.SubElement(key, f"{DS}KeyInfo"), f"{DS}X509Data")
+    etree.SubElement(data, f"{DS}X509Certificate").text = certificate_body(cert_pem)
+
+
 def idp_metadata(entity_id: str, sso_url: str, certificates: list[str]) -> bytes:
     """The portal's IdPSSODescriptor: every published certificate, the Redirect SSO endpoint, NameID formats."""
     md = NS["md"]
@@ -115,11 +122,33 @@ def idp_metadata(entity_id: str, sso_url: str, certificates: list[str]) -> bytes
         root, f"{MD}IDPSSODescriptor", protocolSupportEnumeration=PROTOCOL, WantAuthnRequestsSigned="false"
     )
     for cert_pem in certificates:
-        key = etree.SubElement(idp, f"{MD}KeyDescriptor", use="signing")
-        info = etree.SubElement(key, f"{DS}KeyInfo")
-        data = etree.SubElement(info, f"{DS}X509Data")
-        etree.SubElement(data, f"{DS}X509Certificate").text = certificate_body(cert_pem)
+        _signing_key(idp, cert_pem)
     for name_format in (NameIdFormat.PERSISTENT, NameIdFormat.EMAIL, UNSPECIFIED_NAMEID):
         etree.SubElement(idp, f"{MD}NameIDFormat").text = str(name_format)
     etree.SubElement(idp, f"{MD}SingleSignOnService", Binding=REDIRECT_BINDING, Location=sso_url)
+    return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+
+
+def sp_metadata(
+    entity_id: str, acs_urls: Sequence[str], cert_pem: str | None = None, *, authn_requests_signed: bool = False
+) -> bytes:
+    """A service provider's SPSSODescriptor, as `parse_sp_metadata` reads it: HTTP-POST consumers (the
+    first the default), a signing certificate if any, persistent NameIDs. The demo application's
+    registration (`alacop demo`) and the tests write theirs with it."""
+    root = etree.Element(f"{MD}EntityDescriptor", nsmap={"md": NS["md"], "ds": NS["ds"]}, entityID=entity_id)
+    sp = etree.SubElement(
+        root,
+        f"{MD}SPSSODescriptor",
+        AuthnRequestsSigned="true" if authn_requests_signed else "false",
+        WantAssertionsSigned="true",
+        protocolSupportEnumeration=PROTOCOL,
+    )
+    if cert_pem:
+        _signing_key(sp, cert_pem)
+    etree.SubElement(sp, f"{MD}NameIDFormat").text = str(NameIdFormat.PERSISTENT)
+    for index, url in enumerate(acs_urls):
+        consumer = etree.SubElement(sp, f"{MD}AssertionConsumerService", Binding=POST_BINDING, Location=url)
+        consumer.set("index", str(index))
+        if index == 0:
+            consumer.set("isDefault", "true")
     return bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
