@@ -12,12 +12,16 @@ multiple of the portal's limit, OAUTH_RATE_FACTOR), answering a burst with a JSO
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from alacop.core.audit import AuditEvent, EventType, Outcome
+from alacop.core.context import RequestContext
 from alacop.core.errors import AlacopError, InvalidInput, RateLimited
 from alacop.protocols.oidc.authorization import Redirect
+from alacop.protocols.oidc.tokens import TokenResponse
 from alacop.web import http
 from alacop.web.render import template
 from alacop.web.routes._common import RATE_WINDOW_SECONDS, rate_limit
@@ -124,19 +128,23 @@ async def preflight(request: Request) -> Response:
     return response
 
 
-async def token(request: Request) -> Response:
-    return await _cors(request, await _token(request))
+# What the token, revocation and introspection endpoints share: a form from an application, maybe a
+# Basic Authorization header, the request's context.
+_ClientCall = Callable[[list[tuple[str, str]], str | None, RequestContext], Awaitable[TokenResponse]]
 
 
-async def _token(request: Request) -> Response:
-    if limited := await _limited(request, "oauth_token"):
+async def _client_endpoint(request: Request, bucket: str, call: _ClientCall) -> Response:
+    if limited := await _limited(request, bucket):
         return limited
     items = await _form(request)
     if isinstance(items, Response):
         return items
-    p = http.portal(request)
-    answer = await p.oidc.token(items, request.headers.get("authorization"), http.context(request))
+    answer = await call(items, request.headers.get("authorization"), http.context(request))
     return _json(answer.status, answer.body, answer.headers)
+
+
+async def token(request: Request) -> Response:
+    return await _cors(request, await _client_endpoint(request, "oauth_token", http.portal(request).oidc.token))
 
 
 async def userinfo(request: Request) -> Response:
@@ -159,29 +167,11 @@ async def _userinfo(request: Request) -> Response:
 
 
 async def revoke(request: Request) -> Response:
-    return await _cors(request, await _revoke(request))
-
-
-async def _revoke(request: Request) -> Response:
-    if limited := await _limited(request, "oauth_revoke"):
-        return limited
-    items = await _form(request)
-    if isinstance(items, Response):
-        return items
-    p = http.portal(request)
-    answer = await p.oidc.revoke(items, request.headers.get("authorization"), http.context(request))
-    return _json(answer.status, answer.body, answer.headers)
+    return await _cors(request, await _client_endpoint(request, "oauth_revoke", http.portal(request).oidc.revoke))
 
 
 async def introspect(request: Request) -> Response:
-    if limited := await _limited(request, "oauth_introspect"):
-        return limited
-    items = await _form(request)
-    if isinstance(items, Response):
-        return items
-    p = http.portal(request)
-    answer = await p.oidc.introspect(items, request.headers.get("authorization"), http.context(request))
-    return _json(answer.status, answer.body, answer.headers)
+    return await _client_endpoint(request, "oauth_introspect", http.portal(request).oidc.introspect)
 
 
 async def end_session(request: Request) -> Response:
