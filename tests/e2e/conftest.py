@@ -76,6 +76,37 @@ def _run_portal(tmp_path_factory: pytest.TempPathFactory, name: str, **extra_env
             stop_process(proc)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def run_demo_app(factory: str, port: int, log: Path, **env: str) -> Iterator[None]:
+    """Run one of the demo applications (`examples.<name>.app:build_app`) on 127.0.0.1:`port` until its
+    page answers; stop it (by its own handle) afterwards."""
+    cmd = [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _answers(f"http://127.0.0.1:{port}/"):
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        yield
+    finally:
+        stop_process(proc)
+
+
 @pytest.fixture(scope="session")
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     """The portal most tests use, with the default policy (no passkey sign-in)."""

@@ -9,27 +9,21 @@ and signs out.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from alacop.help.build import free_port, stop_process
+from alacop.help.build import free_port
 
-from .conftest import _run_portal
+from .conftest import _run_portal, run_demo_app
 from .journeys import change_password_step, enrol_totp, password_step, save_recovery_codes, shoot
 from .support import DemoAccount, PageProblems, Portal
 
 pytestmark = pytest.mark.browser
 NewPage = Callable[..., tuple[Any, PageProblems]]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -40,30 +34,9 @@ def sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal, str]
         credentials = portal.data_dir / "records_demo.json"
         assert json.loads(credentials.read_text())["client_secret"]
         log = portal.data_dir.parent / f"records-demo-{port}.log"
-        env = {**os.environ, "RECORDS_DEMO_URL": demo_url, "RECORDS_DEMO_CREDENTIALS": str(credentials)}
-        cmd = [sys.executable, "-m", "uvicorn", "examples.records_demo.app:build_app", "--factory"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port)]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while not _up(f"http://127.0.0.1:{port}/"):
-                assert proc.poll() is None, log.read_text(errors="replace")
-                assert time.monotonic() < deadline, log.read_text(errors="replace")
-                time.sleep(0.2)
+        env = {"RECORDS_DEMO_URL": demo_url, "RECORDS_DEMO_CREDENTIALS": str(credentials)}
+        with run_demo_app("examples.records_demo.app:build_app", port, log, **env):
             yield portal, demo_url
-        finally:
-            stop_process(proc)
-
-
-def _up(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def test_sign_in_to_the_demo_application_through_the_portal_and_back(

@@ -10,30 +10,24 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import stat
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from alacop.help.build import free_port, stop_process
+from alacop.help.build import free_port
 
-from .conftest import _run_portal
+from .conftest import _run_portal, run_demo_app
 from .journeys import change_password_step, enrol_totp, expect_apps, password_step, save_recovery_codes
 from .support import DemoAccount, PageProblems, Portal
 
 pytestmark = pytest.mark.browser
 NewPage = Callable[..., tuple[Any, PageProblems]]
-ROOT = Path(__file__).resolve().parents[2]
 SHOT = "/tmp/saml-demo.png"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
 
@@ -49,28 +43,8 @@ def saml_sso(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Portal,
         assert written["entity_id"] == f"{demo_url}/saml/metadata" and written["acs_url"] == f"{demo_url}/saml/acs"
         assert "PRIVATE KEY" in written["private_key"]
         log = portal.data_dir.parent / f"saml-demo-{port}.log"
-        env = {**os.environ, "SAML_DEMO_CONFIG": str(config)}
-        cmd = [sys.executable, "-m", "uvicorn", "examples.saml_demo.app:build_app", "--factory"]
-        cmd += ["--host", "127.0.0.1", "--port", str(port)]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while not _up(f"http://127.0.0.1:{port}/"):
-                assert proc.poll() is None, log.read_text(errors="replace")
-                assert time.monotonic() < deadline, log.read_text(errors="replace")
-                time.sleep(0.2)
+        with run_demo_app("examples.saml_demo.app:build_app", port, log, SAML_DEMO_CONFIG=str(config)):
             yield portal, demo_url
-        finally:
-            stop_process(proc)
-
-
-def _up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
-            return bool(resp.status == 200)
-    except OSError:
-        return False
 
 
 def test_the_demo_application_publishes_its_metadata(saml_sso: tuple[Portal, str]) -> None:
