@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +22,7 @@ from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.oidc import AuthorizationCode, Client, IssuedToken, TokenFormat
+from alacop.core.ports import Transaction
 from alacop.protocols.oidc._util import (
     INVALID_GRANT,
     INVALID_REQUEST,
@@ -173,11 +174,12 @@ class TokenEndpoint:
             ),
         )
         token, body = await self._mint(grant, now)
-        async with self._deps.store.transaction() as tx:
-            spent = await tx.codes.spend(record.code_hash, now)
-            if spent:
-                await tx.tokens.add(token)
-                await tx.audit.append(self._issued(EventType.TOKEN_ISSUED, "authorization_code", grant, token), ctx)
+        spent = await self._issue_once(
+            lambda tx: tx.codes.spend(record.code_hash, now),
+            token,
+            self._issued(EventType.TOKEN_ISSUED, "authorization_code", grant, token),
+            ctx,
+        )
         if not spent:
             await self._code_reused(client, record, ctx)
             raise OAuthError(INVALID_GRANT, "the code is not valid")
@@ -185,22 +187,15 @@ class TokenEndpoint:
 
     async def _code_reused(self, client: Client, record: AuthorizationCode, ctx: RequestContext) -> None:
         """RFC 6749 4.1.2: a second use is refused, and what the first use produced is revoked."""
-        now = self._deps.clock.now()
-        async with self._deps.store.transaction() as tx:
-            revoked = await tx.tokens.revoke_for_code(record.code_hash, now)
-            user = await tx.users.get(record.user_id)
-            await tx.audit.append(
-                client_event(
-                    EventType.TOKEN_REVOKED,
-                    Outcome.FAILURE,
-                    "code_reused",
-                    client,
-                    user=user,
-                    domain=self._deps.domain,
-                    details={"revoked": revoked},
-                ),
-                ctx,
-            )
+        await self._revoke_on_reuse(
+            client,
+            record.user_id,
+            lambda tx, now: tx.tokens.revoke_for_code(record.code_hash, now),
+            EventType.TOKEN_REVOKED,
+            "code_reused",
+            {},
+            ctx,
+        )
 
     # -- refresh_token ---------------------------------------------------------------------------
     async def _refresh_token(self, client: Client, form: Mapping[str, str], ctx: RequestContext) -> TokenResponse:
@@ -244,11 +239,12 @@ class TokenEndpoint:
             refresh_expires_at=record.refresh_expires_at if "offline_access" in scope else None,
         )
         token, body = await self._mint(grant, now)
-        async with self._deps.store.transaction() as tx:
-            rotated = await tx.tokens.mark_refreshed(record.id, now)
-            if rotated:
-                await tx.tokens.add(token)
-                await tx.audit.append(self._issued(EventType.TOKEN_REFRESHED, "refresh_token", grant, token), ctx)
+        rotated = await self._issue_once(
+            lambda tx: tx.tokens.mark_refreshed(record.id, now),
+            token,
+            self._issued(EventType.TOKEN_REFRESHED, "refresh_token", grant, token),
+            ctx,
+        )
         if not rotated:
             await self._refresh_reused(client, record, ctx)
             raise OAuthError(INVALID_GRANT, "the refresh token is not valid")
@@ -256,19 +252,56 @@ class TokenEndpoint:
 
     async def _refresh_reused(self, client: Client, record: IssuedToken, ctx: RequestContext) -> None:
         """A spent refresh token came back: one of its holders is not the client, so the family ends."""
+        await self._revoke_on_reuse(
+            client,
+            record.user_id,
+            lambda tx, now: tx.tokens.revoke_family(record.family_id, now),
+            EventType.REFRESH_TOKEN_REUSE_DETECTED,
+            "refresh_token_reused",
+            {"family_id": record.family_id},
+            ctx,
+        )
+
+    async def _issue_once(
+        self,
+        spend: Callable[[Transaction], Awaitable[bool]],
+        token: IssuedToken,
+        issued: AuditEvent,
+        ctx: RequestContext,
+    ) -> bool:
+        """Spend what the grant consumes (a code, a refresh token) and store what it issued, in one
+        transaction; False when the spend lost, i.e. this was a second use."""
+        async with self._deps.store.transaction() as tx:
+            spent = await spend(tx)
+            if spent:
+                await tx.tokens.add(token)
+                await tx.audit.append(issued, ctx)
+        return spent
+
+    async def _revoke_on_reuse(
+        self,
+        client: Client,
+        user_id: str | None,
+        revoke: Callable[[Transaction, datetime], Awaitable[int]],
+        kind: EventType,
+        reason: str,
+        details: dict[str, object],
+        ctx: RequestContext,
+    ) -> None:
+        """Something single-use came back: revoke what its first use produced, and record it."""
         now = self._deps.clock.now()
         async with self._deps.store.transaction() as tx:
-            revoked = await tx.tokens.revoke_family(record.family_id, now)
-            user = await tx.users.get(record.user_id) if record.user_id else None
+            revoked = await revoke(tx, now)
+            user = await tx.users.get(user_id) if user_id else None
             await tx.audit.append(
                 client_event(
-                    EventType.REFRESH_TOKEN_REUSE_DETECTED,
+                    kind,
                     Outcome.FAILURE,
-                    "refresh_token_reused",
+                    reason,
                     client,
                     user=user,
                     domain=self._deps.domain,
-                    details={"family_id": record.family_id, "revoked": revoked},
+                    details={**details, "revoked": revoked},
                 ),
                 ctx,
             )
