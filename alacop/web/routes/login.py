@@ -109,8 +109,9 @@ async def page(request: Request) -> Response:
 
 async def _application(request: Request, flow: LoginFlow) -> str | None:
     """The name of the application the user is signing in to, for "to continue to …"."""
-    if flow.return_to and urlsplit(flow.return_to).path == CONTINUE_PATH:
-        pending = parse_qs(urlsplit(flow.return_to).query).get("request", [""])[0]
+    way_back = urlsplit(flow.return_to or "")
+    if way_back.path == CONTINUE_PATH:
+        pending = parse_qs(way_back.query).get("request", [""])[0]
         return await http.portal(request).saml.application_name(pending)
     client_id = _authorization_params(flow.return_to).get("client_id", "")
     if not CLIENT_ID_FORMAT.fullmatch(client_id):
