@@ -254,10 +254,10 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None
     raise SystemExit(f"{url} did not answer in time")
 
 
-def _stop(proc: subprocess.Popen | None) -> None:
+def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
@@ -586,8 +586,12 @@ def orchestrate(args: argparse.Namespace) -> int:
 
         print(f"starting portal on {portal_base} (1 worker, core {SERVER_CORE}) ...", flush=True)
         serve = ["serve", "--host", "127.0.0.1", "--port", str(portal_port), "--workers", "1"]
+        # --profile swaps only the entry point: the same server, arguments and pinned core either way.
+        entry = (
+            [str(Path(__file__).with_name("profile_serve.py")), args.profile] if args.profile else ["-m", "alacop.cli"]
+        )
         portal_proc = subprocess.Popen(
-            ["taskset", "-c", str(SERVER_CORE), sys.executable, "-m", "alacop.cli", *serve],
+            ["taskset", "-c", str(SERVER_CORE), sys.executable, *entry, *serve],
             env=env,
             cwd=ROOT,
             stdout=open(tmp / "portal.log", "wb"),
@@ -615,6 +619,8 @@ def orchestrate(args: argparse.Namespace) -> int:
             print(f"{p.name}: client_credentials token {_probe(p)}", flush=True)
 
         for endpoint in ENDPOINTS:
+            if endpoint not in args.endpoints:
+                continue
             for p in (peer, portal):
                 if endpoint == "refresh_token":
                     results[p.name][endpoint] = asyncio.run(_refresh_run(p, args, tmp, use_wrk))
@@ -642,7 +648,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print(head)
         print("-" * len(head))
         all_met = True
-        for endpoint in ENDPOINTS:
+        for endpoint in args.endpoints:
             a, b = results["peer"][endpoint], results["portal"][endpoint]
             ratio = b["rps"] / a["rps"] if a["rps"] else float("nan")
             met = ratio >= TARGETS[endpoint] and a["errors"] == 0 and b["errors"] == 0
@@ -658,7 +664,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         print()
         print("CPU per request (server process, all threads; PostgreSQL is not pinned and runs on either core):")
         print(f"  {'endpoint':20s} {'peer ms':>8s} {'ours ms':>8s} {'postgres ms':>12s}  errors peer/ours")
-        for endpoint in ENDPOINTS:
+        for endpoint in args.endpoints:
             a, b = results["peer"][endpoint], results["portal"][endpoint]
             print(
                 f"  {endpoint:20s} {a['server_cpu_ms']:8.2f} {b['server_cpu_ms']:8.2f} "
@@ -671,7 +677,7 @@ def orchestrate(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop(peer_proc)
-        _stop(portal_proc)
+        _stop(portal_proc, signal.SIGINT if args.profile else signal.SIGTERM)
         try:
             asyncio.run(signin._admin_sql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
         except Exception as exc:
@@ -694,6 +700,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--pool", type=int, default=64, help="refresh tokens in rotation per provider (default 64)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS), help="measure only these (default all)"
+    )
+    parser.add_argument("--profile", help="run the portal under cProfile (bench/profile_serve.py), stats to this path")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy portal.log and peer.log to this folder")
     parser.add_argument("--_loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -8,32 +8,25 @@ what an application's `require_aal2` asks for; the check below still says so in 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, OAuth2Error
+
 from alacop.core.audit import EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.errors import AlacopError
-from alacop.core.oidc import CLIENT_ID_FORMAT, CODE_LIFETIME, AuthorizationCode, Client
+from alacop.core.oidc import CLIENT_ID_FORMAT, Client
 from alacop.core.ports import MAX_RETURN_TO
 from alacop.core.session_manager import Current
-from alacop.protocols.oidc._util import (
-    ACCESS_DENIED,
-    INVALID_REQUEST,
-    INVALID_SCOPE,
-    UNSUPPORTED_RESPONSE_TYPE,
-    client_event,
-    new_secret,
-    secret_hash,
-    with_params,
-)
+from alacop.protocols.oidc._util import INVALID_REQUEST, INVALID_SCOPE, client_event, with_params
+from alacop.protocols.oidc.server import PortalRequest, PortalServer, decide
+from alacop.protocols.oidc.tokens import new_state
 
 AUTHORIZE_PATH = "/oauth/authorize"
-_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 _SINGLE = ("client_id", "redirect_uri", "response_type", "scope", "state", "nonce", "prompt", "max_age")
 _LIMITS = {"state": 1024, "nonce": 512, "login_hint": 254, "scope": 512, "acr_values": 256}
 PROMPTS = ("none", "login")
@@ -64,16 +57,19 @@ class SignIn:
 
 
 class _ClientError(Exception):
-    def __init__(self, error: str, description: str) -> None:
+    def __init__(self, error: str, description: str, location: str | None = None) -> None:
         super().__init__(error)
         self.error = error
         self.description = description
+        # Authlib's redirect for this error, when Authlib made it (with `state` and `iss`).
+        self.location = location
 
 
 class AuthorizationEndpoint:
-    def __init__(self, deps: Deps, issuer: str) -> None:
+    def __init__(self, deps: Deps, issuer: str, server: PortalServer) -> None:
         self._deps = deps
         self._issuer = issuer
+        self._server = server
 
     async def handle(
         self, items: Sequence[tuple[str, str]], who: Current | None, ctx: RequestContext
@@ -97,6 +93,8 @@ class AuthorizationEndpoint:
                     ),
                     ctx,
                 )
+            if exc.location:
+                return Redirect(exc.location)
             error = [("error", exc.error), ("error_description", exc.description)]
             if state:
                 error.append(("state", state))
@@ -157,6 +155,8 @@ class AuthorizationEndpoint:
         who: Current | None,
         ctx: RequestContext,
     ) -> Redirect | SignIn:
+        # What Authlib leaves to the server: limits, the parameters the portal does not support, and the
+        # prompt and max_age values it does not read.
         names = [name for name, _ in items]
         if any(names.count(name) > 1 for name in _SINGLE):
             raise _ClientError(INVALID_REQUEST, "a parameter was repeated")
@@ -167,25 +167,15 @@ class AuthorizationEndpoint:
             raise _ClientError("request_not_supported", "request objects are not supported")
         if "request_uri" in params:
             raise _ClientError("request_uri_not_supported", "request_uri is not supported")
-        response_type = params.get("response_type", "")
-        if not response_type:
+        if not params.get("response_type"):
             raise _ClientError(INVALID_REQUEST, "response_type is required")
-        if response_type != "code":
-            # Authorization code only: no implicit or hybrid flows (OAuth 2.0 Security BCP).
-            raise _ClientError(UNSUPPORTED_RESPONSE_TYPE, "only response_type=code is supported")
         if params.get("response_mode", "query") != "query":
             raise _ClientError(INVALID_REQUEST, "only response_mode=query is supported")
-        scopes = params.get("scope", "").split()
-        if "openid" not in scopes:
+        if "openid" not in params.get("scope", "").split():
             raise _ClientError(INVALID_SCOPE, "the openid scope is required")
-        if any(s not in client.scopes for s in scopes):
-            raise _ClientError(INVALID_SCOPE, "a requested scope is not allowed for this application")
-        challenge, method = self._pkce(client, params)
         prompt = params.get("prompt", "").split()
         if any(p not in PROMPTS for p in prompt):
             raise _ClientError(INVALID_REQUEST, "prompt is none or login")
-        if "none" in prompt and len(prompt) > 1:
-            raise _ClientError(INVALID_REQUEST, "prompt=none cannot be combined with other values")
         max_age: int | None = None
         if "max_age" in params:
             raw = params["max_age"]
@@ -193,46 +183,47 @@ class AuthorizationEndpoint:
                 raise _ClientError(INVALID_REQUEST, "max_age is a number of seconds")
             max_age = int(raw)
 
-        now = self._deps.clock.now()
-        fresh = who is not None and (max_age is None or now - who.session.auth_time <= timedelta(seconds=max_age))
+        state = new_state(self._deps, self._issuer)
+        state.client = client
+        fresh = who is not None and (max_age is None or state.now - who.session.auth_time <= timedelta(seconds=max_age))
         # Every portal session is AAL2 today; should a weaker one ever exist, it signs in again here.
         strong_enough = who is not None and (not client.require_aal2 or who.session.aal == "aal2")
-        if who is None or "login" in prompt or not fresh or not strong_enough:
-            if "none" in prompt:
-                raise _ClientError("login_required", "the user is not signed in")
-            # Back here after the sign-in, without what asked for it, so the new session satisfies it.
-            kept = [(k, v) for k, v in items if k not in ("prompt", "max_age")]
-            return_to = f"{AUTHORIZE_PATH}?{urlencode(kept)}"
-            if len(return_to) > MAX_RETURN_TO:
-                raise _ClientError(INVALID_REQUEST, "the authorization request is too long")
-            return SignIn(
-                return_to=return_to,
-                client_name=client.name,
-                login_hint=params.get("login_hint") or None,
+        signed_in = who is not None and "login" not in prompt and fresh and strong_enough
+        if who is not None:
+            state.user, state.session = who.user, who.session
+        request = PortalRequest("GET", self._issuer + AUTHORIZE_PATH, items, None)
+        end_user = who.user if signed_in and who is not None else None
+        try:
+            # Authlib's code grant: response_type, redirect_uri, scope, PKCE (S256Only), nonce, prompt.
+            grant = decide(state, lambda: self._server.get_consent_grant(request, end_user))
+            if grant.prompt == "login" or who is None:
+                # Back here after the sign-in, without what asked for it, so the new session satisfies it.
+                kept = [(k, v) for k, v in items if k not in ("prompt", "max_age")]
+                return_to = f"{AUTHORIZE_PATH}?{urlencode(kept)}"
+                if len(return_to) > MAX_RETURN_TO:
+                    raise _ClientError(INVALID_REQUEST, "the authorization request is too long")
+                return SignIn(return_to=return_to, client_name=client.name, login_hint=params.get("login_hint") or None)
+            user = who.user
+            if not user.active:
+                raise AccessDeniedError("the account is not active", redirect_uri=redirect_uri)
+            if not client.allows_agency(user.agency_id):
+                raise AccessDeniedError(
+                    "this application is not available to the user's agency", redirect_uri=redirect_uri
+                )
+            answer = decide(state, lambda: self._server.create_authorization_response(request, user, grant))
+        except OAuth2Error as exc:
+            error = exc
+            error.state = params.get("state")
+            error.redirect_uri = redirect_uri
+            answer = decide(state, lambda: self._server.redirect_error(request, error))
+        if state.refused is not None or state.new_code is None:
+            refused = state.refused
+            raise _ClientError(
+                (refused.error if refused else None) or INVALID_REQUEST,
+                (refused.description if refused else None) or "",
+                answer.location,
             )
-        user, session = who.user, who.session
-        if not user.active:
-            raise _ClientError(ACCESS_DENIED, "the account is not active")
-        if not client.allows_agency(user.agency_id):
-            raise _ClientError(ACCESS_DENIED, "this application is not available to the user's agency")
-
-        code = new_secret()
-        record = AuthorizationCode(
-            code_hash=secret_hash(code),
-            client_id=client.client_id,
-            user_id=user.id,
-            redirect_uri=redirect_uri,
-            scope=" ".join(dict.fromkeys(scopes)),
-            created_at=now,
-            expires_at=now + CODE_LIFETIME,
-            auth_time=session.auth_time,
-            session_hash=session.id_hash,
-            nonce=params.get("nonce") or None,
-            code_challenge=challenge,
-            code_challenge_method=method,
-            acr=session.aal,
-            amr=session.amr,
-        )
+        record = state.new_code
         async with self._deps.store.transaction() as tx:
             await tx.codes.add(record)
             await tx.audit.append(
@@ -241,32 +232,15 @@ class AuthorizationEndpoint:
                     Outcome.SUCCESS,
                     "code_issued",
                     client,
-                    user=user,
+                    user=who.user if who else None,
                     domain=self._deps.domain,
-                    details={"scope": record.scope, "redirect_uri": redirect_uri, "pkce": challenge is not None},
+                    details={
+                        "scope": record.scope,
+                        "redirect_uri": redirect_uri,
+                        "pkce": record.code_challenge is not None,
+                    },
                 ),
                 ctx,
             )
-        answer = [("code", code)]
-        if params.get("state"):
-            answer.append(("state", params["state"]))
-        # RFC 9207: names the issuer, so a client talking to several cannot be mixed up.
-        answer.append(("iss", self._issuer))
-        return Redirect(with_params(redirect_uri, answer))
-
-    @staticmethod
-    def _pkce(client: Client, params: dict[str, str]) -> tuple[str | None, str | None]:
-        challenge = params.get("code_challenge")
-        method = params.get("code_challenge_method")
-        if challenge is None:
-            if method is not None:
-                raise _ClientError(INVALID_REQUEST, "code_challenge_method without code_challenge")
-            if client.public:
-                raise _ClientError(INVALID_REQUEST, "a public client must use PKCE (code_challenge, S256)")
-            return None, None
-        # An absent method means plain (RFC 7636 4.3), which is refused: S256 only.
-        if method != "S256":
-            raise _ClientError(INVALID_REQUEST, "code_challenge_method must be S256")
-        if not _CHALLENGE.fullmatch(challenge):
-            raise _ClientError(INVALID_REQUEST, "code_challenge is malformed")
-        return challenge, method
+        assert answer.location is not None
+        return Redirect(answer.location)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alacop.core.oidc import KNOWN_SCOPES
 from alacop.protocols.oidc.authorization import ACR_VALUES, PROMPTS
 from alacop.protocols.oidc.claims import CLAIMS_SUPPORTED
-from alacop.protocols.oidc.clientauth import AUTH_METHODS
 from alacop.protocols.oidc.keys import ALGORITHMS
+from alacop.protocols.oidc.server import AUTH_METHODS
 from alacop.protocols.oidc.tokens import GRANT_TYPES
 
 ENDPOINTS = {

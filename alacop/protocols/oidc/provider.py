@@ -43,8 +43,8 @@ class Provider:
         self._cors: tuple[frozenset[str], datetime] | None = None
         self.issuer = deps.origin.rstrip("/")
         self.keys = KeyRing(deps)
-        self._authorization = AuthorizationEndpoint(deps, self.issuer)
         self._token = TokenEndpoint(deps, self.issuer, self.keys)
+        self._authorization = AuthorizationEndpoint(deps, self.issuer, self._token.server)
         self._end_session = EndSession(deps, self.issuer, self.keys)
         self.backchannel = BackChannel(deps, self.issuer, self.keys)
         # The metadata never changes while the process runs: serialised once.
@@ -100,12 +100,12 @@ class Provider:
     async def revoke(
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
     ) -> TokenResponse:
-        return await revocation.revoke(self._deps, items, authorization, ctx)
+        return await revocation.revoke(self._deps, self._token.server, items, authorization, ctx)
 
     async def introspect(
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
     ) -> TokenResponse:
-        return await revocation.introspect(self._deps, items, authorization, ctx, self.issuer)
+        return await revocation.introspect(self._deps, self._token.server, items, authorization, ctx)
 
     async def check_logout(self, items: Sequence[tuple[str, str]], ctx: RequestContext) -> LogoutRequest:
         return await self._end_session.check(items, ctx)

@@ -1,54 +1,43 @@
 """The token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6; RFC 7636 4.6; OpenID Connect Core 3.1.3).
 
-Each grant checks everything first, signs outside the transaction, then in one transaction spends
-what it consumes (the code, or the refresh token) conditionally, stores the new token's hashes and
-appends the audit event. Losing the conditional spend means the same code or refresh token was used
-twice: everything it produced is revoked and the reuse is audited.
+Authlib's grants decide (server.py); this module reads what a request names before they run, mints
+the tokens they ask for, and afterwards, in one transaction, spends what the grant consumed (the
+code, or the refresh token) conditionally, stores the new token's hashes and appends the audit
+event. Losing the conditional spend means the same code or refresh token was used twice at once:
+everything it produced is revoked and the reuse is audited, as when Authlib sees it spent already.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
+from authlib.oauth2.rfc6749 import errors as oauth_errors
 from joserfc import jwt
 
-from alacop.core.accounts import Agency, User
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
-from alacop.core.oidc import AuthorizationCode, Client, IssuedToken, TokenFormat
+from alacop.core.oidc import CLIENT_ID_FORMAT, Client, IssuedToken, TokenFormat
 from alacop.core.ports import Transaction
-from alacop.protocols.oidc._util import (
-    INVALID_GRANT,
-    INVALID_REQUEST,
-    INVALID_SCOPE,
-    INVALID_TARGET,
-    NO_STORE,
-    UNAUTHORIZED_CLIENT,
-    UNSUPPORTED_GRANT_TYPE,
-    Headers,
-    OAuthError,
-    client_event,
-    epoch,
-    half_hash,
-    new_secret,
-    secret_hash,
-    session_sid,
-)
-from alacop.protocols.oidc.claims import user_claims
-from alacop.protocols.oidc.clientauth import authenticate
+from alacop.protocols.oidc._util import Headers, client_event, epoch, new_secret, secret_hash
 from alacop.protocols.oidc.keys import KeyRing
+from alacop.protocols.oidc.server import (
+    Answer,
+    Loaded,
+    OAuthClient,
+    PortalRequest,
+    PortalServer,
+    basic_credentials,
+    decide,
+    loaded,
+)
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-ID_TOKEN_SECONDS = 300
-_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
-# Scopes about a user; a client acting for itself (client_credentials) is granted none of them.
-USER_SCOPES = frozenset({"openid", "profile", "email", "agency", "roles", "offline_access"})
+TOKEN_PATH = "/oauth/token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,22 +47,63 @@ class TokenResponse:
     headers: Headers
 
 
-@dataclass(frozen=True, slots=True)
-class _Grant:
-    """What a new token is about: who, for which client, how they signed in."""
+def refusal(error: oauth_errors.OAuth2Error) -> TokenResponse:
+    status, body, headers = error()
+    return TokenResponse(status, body, list(headers))
 
-    client: Client
-    scope: str
-    family_id: str
-    user: User | None = None
-    agency: Agency | None = None
-    auth_time: datetime | None = None
-    acr: str | None = None
-    amr: tuple[str, ...] = ()
-    session_hash: str | None = None
-    code_hash: str | None = None
-    nonce: str | None = None
-    refresh_expires_at: datetime | None = None
+
+def check_shape(items: list[tuple[str, str]], authorization: str | None) -> str | None:
+    """What Authlib leaves to the server: each parameter once (RFC 6749 3.2), one client authentication
+    method (RFC 6749 2.3), a Basic header that decodes. Returns the client id the request names."""
+    names = [name for name, _ in items]
+    if any(names.count(n) > 1 for n in set(names)):
+        raise oauth_errors.InvalidRequestError("a parameter was repeated")
+    form = dict(items)
+    basic = basic_credentials(authorization)
+    if basic is None:
+        return form.get("client_id")
+    if "client_secret" in form:
+        raise oauth_errors.InvalidRequestError("use one client authentication method")
+    if form.get("client_id") not in (None, basic[0]):
+        raise oauth_errors.InvalidRequestError("client_id does not match the credentials")
+    return basic[0]
+
+
+async def read_client(deps: Deps, state: Loaded, client_id: str | None) -> None:
+    if client_id and CLIENT_ID_FORMAT.fullmatch(client_id):
+        async with deps.store.read() as tx:
+            state.client = await tx.clients.get(client_id)
+
+
+def new_state(deps: Deps, issuer: str) -> Loaded:
+    return Loaded(now=deps.clock.now(), issuer=issuer, pepper=deps.pepper, domain=deps.domain)
+
+
+async def audit_refusal(
+    deps: Deps,
+    state: Loaded,
+    endpoint: str,
+    error: oauth_errors.OAuth2Error,
+    form: Mapping[str, str],
+    ctx: RequestContext,
+) -> None:
+    # A client that failed to authenticate is not named as the actor: only the id it claimed.
+    client = None if isinstance(error, oauth_errors.InvalidClientError) else state.client
+    details: dict[str, object] = {"endpoint": endpoint, "description": error.description or ""}
+    if endpoint == "token":
+        details["grant_type"] = form.get("grant_type", "")[:40]
+    async with deps.store.transaction() as tx:
+        await tx.audit.append(
+            client_event(
+                EventType.AUTHORIZATION_REFUSED,
+                Outcome.FAILURE,
+                error.error or "invalid_request",
+                client,
+                client_id=form.get("client_id") or (state.client.client_id if state.client else None),
+                details=details,
+            ),
+            ctx,
+        )
 
 
 class TokenEndpoint:
@@ -81,224 +111,232 @@ class TokenEndpoint:
         self._deps = deps
         self._issuer = issuer
         self._keys = keys
+        self.server = PortalServer(issuer, self._mint)
 
     async def handle(
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
     ) -> TokenResponse:
-        client: Client | None = None
         form = dict(items)
+        state = new_state(self._deps, self._issuer)
+        state.grant_type = form.get("grant_type", "")
         try:
-            names = [name for name, _ in items]
-            if any(names.count(n) > 1 for n in set(names)):
-                raise OAuthError(INVALID_REQUEST, "a parameter was repeated")
-            client = await authenticate(self._deps, form, authorization)
-            grant_type = form.get("grant_type", "")
-            if grant_type == "authorization_code":
-                return await self._authorization_code(client, form, ctx)
-            if grant_type == "refresh_token":
-                return await self._refresh_token(client, form, ctx)
-            if grant_type == "client_credentials":
-                return await self._client_credentials(client, form, ctx)
-            if not grant_type:
-                raise OAuthError(INVALID_REQUEST, "grant_type is required")
-            raise OAuthError(UNSUPPORTED_GRANT_TYPE, "grant_type is not supported")
-        except OAuthError as exc:
-            async with self._deps.store.transaction() as tx:
-                await tx.audit.append(
-                    client_event(
-                        EventType.AUTHORIZATION_REFUSED,
-                        Outcome.FAILURE,
-                        exc.error,
-                        client,
-                        client_id=form.get("client_id"),
-                        details={
-                            "endpoint": "token",
-                            "grant_type": form.get("grant_type", "")[:40],
-                            "description": exc.description,
-                        },
-                    ),
-                    ctx,
-                )
-            return TokenResponse(exc.status, dict(exc.body()), [*NO_STORE, *exc.headers])
+            client_id = check_shape(items, authorization)
+            if not state.grant_type:
+                raise oauth_errors.InvalidRequestError("grant_type is required")
+        except oauth_errors.OAuth2Error as exc:
+            await audit_refusal(self._deps, state, "token", exc, form, ctx)
+            return refusal(exc)
+        await self._read(state, client_id, form)
+        request = PortalRequest("POST", self._issuer + TOKEN_PATH, items, authorization)
+        answer: Answer = decide(state, lambda: self.server.create_token_response(request))
+        if state.refused is not None:
+            if state.reused is not None and state.client is not None:
+                await self._reused(state, ctx)
+            await audit_refusal(self._deps, state, "token", state.refused, form, ctx)
+            return TokenResponse(answer.status, answer.body, answer.headers)
+        if not await self._write(state, ctx):
+            await self._reused(state, ctx)
+            lost = oauth_errors.InvalidGrantError(
+                "the code is not valid" if state.spend == "code" else "the refresh token is not valid"
+            )
+            await audit_refusal(self._deps, state, "token", lost, form, ctx)
+            return refusal(lost)
+        return TokenResponse(answer.status, answer.body, answer.headers)
 
-    # -- authorization_code ----------------------------------------------------------------------
-    async def _authorization_code(self, client: Client, form: Mapping[str, str], ctx: RequestContext) -> TokenResponse:
-        code = form.get("code", "")
-        if not code:
-            raise OAuthError(INVALID_REQUEST, "code is required")
-        now = self._deps.clock.now()
+    async def _read(self, state: Loaded, client_id: str | None, form: Mapping[str, str]) -> None:
+        """Everything Authlib may ask about: the client, and the code or refresh token with the user,
+        agency and session behind it. Hashes only; what is not found is simply not there."""
+        if not client_id or not CLIENT_ID_FORMAT.fullmatch(client_id):
+            return
+        code = form.get("code", "") if state.grant_type == "authorization_code" else ""
+        presented = form.get("refresh_token", "") if state.grant_type == "refresh_token" else ""
         async with self._deps.store.read() as tx:
-            record = await tx.codes.get(secret_hash(code)) if len(code) <= 128 else None
-        if record is None or record.client_id != client.client_id:
-            raise OAuthError(INVALID_GRANT, "the code is not valid")
-        if record.used_at is not None:
-            await self._code_reused(client, record, ctx)
-            raise OAuthError(INVALID_GRANT, "the code is not valid")
-        if now >= record.expires_at:
-            raise OAuthError(INVALID_GRANT, "the code has expired")
-        if form.get("redirect_uri") != record.redirect_uri:
-            raise OAuthError(INVALID_GRANT, "redirect_uri does not match the authorization request")
-        verifier = form.get("code_verifier")
-        if record.code_challenge is not None:
-            if not verifier or not _VERIFIER.fullmatch(verifier) or not _s256_matches(verifier, record.code_challenge):
-                raise OAuthError(INVALID_GRANT, "the code_verifier does not match")
-        elif verifier is not None:
-            # A verifier for a code issued without a challenge is a downgrade attempt (RFC 9700 2.1.1).
-            raise OAuthError(INVALID_GRANT, "no code_challenge was sent for this code")
-        elif client.public:
-            raise OAuthError(INVALID_GRANT, "a public client must use PKCE")
-        async with self._deps.store.read() as tx:
-            user = await tx.users.get(record.user_id)
-            agency = await tx.agencies.get(user.agency_id) if user else None
-            session = await tx.sessions.get(record.session_hash)
-        if user is None or not user.active or not client.allows_agency(user.agency_id):
-            raise OAuthError(INVALID_GRANT, "the user may not use this application")
-        if session is None or session.ended_at is not None or session.expiry_reason(now, self._deps.policy):
-            # Ended, or past its idle or absolute limit (CJIS AC-11, IA-5 j): no tokens from a stale sign-in.
-            raise OAuthError(INVALID_GRANT, "the sign-in behind this code has ended")
-        scopes = record.scope.split()
-        grant = _Grant(
-            client=client,
-            scope=record.scope,
-            family_id=uuid.uuid4().hex,
-            user=user,
-            agency=agency,
-            auth_time=record.auth_time,
-            acr=record.acr,
-            amr=record.amr,
-            session_hash=record.session_hash,
-            code_hash=record.code_hash,
-            nonce=record.nonce,
-            refresh_expires_at=(
-                now + timedelta(seconds=client.refresh_token_seconds) if "offline_access" in scopes else None
-            ),
+            state.client = await tx.clients.get(client_id)
+            if state.client is None:
+                return
+            user_id: str | None = None
+            if code and len(code) <= 128:
+                state.code = await tx.codes.get(secret_hash(code))
+                if state.code is not None and state.code.client_id == client_id:
+                    user_id = state.code.user_id
+                    state.session = await tx.sessions.get(state.code.session_hash)
+            elif presented and len(presented) <= 128:
+                state.refresh = await tx.tokens.by_refresh_hash(secret_hash(presented))
+                if state.refresh is not None and state.refresh.client_id == client_id:
+                    user_id = state.refresh.user_id
+            if user_id:
+                state.user = await tx.users.get(user_id)
+                state.agency = await tx.agencies.get(state.user.agency_id) if state.user else None
+        session = state.session
+        state.session_live = (
+            session is not None and session.ended_at is None and not session.expiry_reason(state.now, self._deps.policy)
         )
-        token, body = await self._mint(grant, now)
-        spent = await self._issue_once(
-            lambda tx: tx.codes.spend(record.code_hash, now),
-            token,
-            self._issued(EventType.TOKEN_ISSUED, "authorization_code", grant, token),
-            ctx,
-        )
-        if not spent:
-            await self._code_reused(client, record, ctx)
-            raise OAuthError(INVALID_GRANT, "the code is not valid")
-        return TokenResponse(200, body, list(NO_STORE))
+        if state.grant_type in GRANT_TYPES:
+            state.signer = await self._keys.signer()
 
-    async def _code_reused(self, client: Client, record: AuthorizationCode, ctx: RequestContext) -> None:
-        """RFC 6749 4.1.2: a second use is refused, and what the first use produced is revoked."""
-        await self._revoke_on_reuse(
-            client,
-            record.user_id,
-            lambda tx, now: tx.tokens.revoke_for_code(record.code_hash, now),
-            EventType.TOKEN_REVOKED,
-            "code_reused",
-            {},
-            ctx,
-        )
-
-    # -- refresh_token ---------------------------------------------------------------------------
-    async def _refresh_token(self, client: Client, form: Mapping[str, str], ctx: RequestContext) -> TokenResponse:
-        presented = form.get("refresh_token", "")
-        if not presented:
-            raise OAuthError(INVALID_REQUEST, "refresh_token is required")
-        now = self._deps.clock.now()
-        async with self._deps.store.read() as tx:
-            record = await tx.tokens.by_refresh_hash(secret_hash(presented)) if len(presented) <= 128 else None
-        if record is None or record.client_id != client.client_id or record.revoked_at is not None:
-            raise OAuthError(INVALID_GRANT, "the refresh token is not valid")
-        if record.refreshed_at is not None:
-            await self._refresh_reused(client, record, ctx)
-            raise OAuthError(INVALID_GRANT, "the refresh token is not valid")
-        if record.refresh_expires_at is None or now >= record.refresh_expires_at:
-            raise OAuthError(INVALID_GRANT, "the refresh token has expired")
-        granted = record.scope.split()
-        requested = form.get("scope", "").split() or granted
-        if any(s not in granted for s in requested):
-            raise OAuthError(INVALID_SCOPE, "a refresh cannot widen the scope")
-        async with self._deps.store.read() as tx:
-            user = await tx.users.get(record.user_id) if record.user_id else None
-            agency = await tx.agencies.get(user.agency_id) if user else None
-        if user is None or not user.active or not client.allows_agency(user.agency_id):
-            raise OAuthError(INVALID_GRANT, "the user may not use this application")
-        # Only what was granted, was asked for now, and the application is still allowed (an administrator
-        # may have narrowed it since the sign-in).
-        scope = [s for s in granted if s in requested and s in client.scopes]
-        grant = _Grant(
-            client=client,
-            scope=" ".join(scope),
-            family_id=record.family_id,
-            user=user,
-            agency=agency,
-            auth_time=record.auth_time,
-            acr=record.acr,
-            amr=record.amr,
-            session_hash=record.session_hash,
+    # -- minting: Authlib's token generator --------------------------------------------------------
+    def _mint(
+        self,
+        grant_type: str,
+        client: OAuthClient,
+        user: Any = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, object]:
+        """The token Authlib's grant asked for, written down in `Loaded.issued` for the transaction."""
+        state = loaded()
+        app = client.client
+        now = state.now
+        requested = list(dict.fromkeys((scope or "").split()))
+        code, previous = state.code, state.refresh
+        family_id = uuid.uuid4().hex
+        refresh_expires: datetime | None = None
+        auth_time: datetime | None = None
+        acr: str | None = None
+        amr: tuple[str, ...] = ()
+        session_hash: str | None = None
+        code_hash: str | None = None
+        if grant_type == "authorization_code" and code is not None:
+            auth_time, acr, amr, session_hash, code_hash = (
+                code.auth_time,
+                code.acr,
+                code.amr,
+                code.session_hash,
+                code.code_hash,
+            )
+            if "offline_access" in requested:
+                refresh_expires = now + timedelta(seconds=app.refresh_token_seconds)
+        elif grant_type == "refresh_token" and previous is not None:
+            # Only what was granted, was asked for now, and the application is still allowed (an
+            # administrator may have narrowed it since the sign-in).
+            granted = previous.scope.split()
+            requested = [s for s in granted if s in requested and s in app.scopes]
+            family_id = previous.family_id
+            auth_time, acr, amr, session_hash = previous.auth_time, previous.acr, previous.amr, previous.session_hash
             # The family's lifetime is fixed at the sign-in: rotation never extends it. A refresh that
             # drops offline_access ends the family: no new refresh token comes with it.
-            refresh_expires_at=record.refresh_expires_at if "offline_access" in scope else None,
+            if "offline_access" in requested:
+                refresh_expires = previous.refresh_expires_at
+        scope_text = " ".join(requested)
+        token_id = uuid.uuid4().hex
+        expires = now + timedelta(seconds=app.access_token_seconds)
+        if app.access_token_format is TokenFormat.JWT:
+            access = self._access_jwt(state, app, user, scope_text, token_id, expires, (auth_time, acr, amr))
+        else:
+            access = new_secret()
+        refresh = new_secret() if refresh_expires is not None and include_refresh_token else None
+        state.issued = IssuedToken(
+            id=token_id,
+            family_id=family_id,
+            client_id=app.client_id,
+            scope=scope_text,
+            issued_at=now,
+            access_expires_at=expires,
+            access_hash=secret_hash(access),
+            user_id=user.id if user is not None else None,
+            refresh_hash=secret_hash(refresh) if refresh else None,
+            refresh_expires_at=refresh_expires if refresh else None,
+            code_hash=code_hash,
+            session_hash=session_hash,
+            auth_time=auth_time,
+            amr=amr,
+            acr=acr,
         )
-        token, body = await self._mint(grant, now)
-        rotated = await self._issue_once(
-            lambda tx: tx.tokens.mark_refreshed(record.id, now),
-            token,
-            self._issued(EventType.TOKEN_REFRESHED, "refresh_token", grant, token),
-            ctx,
-        )
-        if not rotated:
-            await self._refresh_reused(client, record, ctx)
-            raise OAuthError(INVALID_GRANT, "the refresh token is not valid")
-        return TokenResponse(200, body, list(NO_STORE))
+        body: dict[str, object] = {
+            "access_token": access,
+            "token_type": "Bearer",
+            "expires_in": app.access_token_seconds,
+        }
+        if scope_text:
+            body["scope"] = scope_text
+        if refresh:
+            body["refresh_token"] = refresh
+        return body
 
-    async def _refresh_reused(self, client: Client, record: IssuedToken, ctx: RequestContext) -> None:
-        """A spent refresh token came back: one of its holders is not the client, so the family ends."""
-        await self._revoke_on_reuse(
-            client,
-            record.user_id,
-            lambda tx, now: tx.tokens.revoke_family(record.family_id, now),
-            EventType.REFRESH_TOKEN_REUSE_DETECTED,
-            "refresh_token_reused",
-            {"family_id": record.family_id},
-            ctx,
-        )
-
-    async def _issue_once(
+    def _access_jwt(
         self,
-        spend: Callable[[Transaction], Awaitable[bool]],
-        token: IssuedToken,
-        issued: AuditEvent,
-        ctx: RequestContext,
-    ) -> bool:
-        """Spend what the grant consumes (a code, a refresh token) and store what it issued, in one
-        transaction; False when the spend lost, i.e. this was a second use."""
-        async with self._deps.store.transaction() as tx:
-            spent = await spend(tx)
-            if spent:
-                await tx.tokens.add(token)
-                await tx.audit.append(issued, ctx)
-        return spent
-
-    async def _revoke_on_reuse(
-        self,
+        state: Loaded,
         client: Client,
-        user_id: str | None,
-        revoke: Callable[[Transaction, datetime], Awaitable[int]],
-        kind: EventType,
-        reason: str,
-        details: dict[str, object],
-        ctx: RequestContext,
-    ) -> None:
-        """Something single-use came back: revoke what its first use produced, and record it."""
-        now = self._deps.clock.now()
+        user: Any,
+        scope: str,
+        token_id: str,
+        expires: datetime,
+        sign_in: tuple[datetime | None, str | None, tuple[str, ...]],
+    ) -> str:
+        """An RFC 9068 access token; only its SHA-256 is stored, so it is revocable like an opaque one."""
+        signer = state.signer
+        assert signer is not None
+        claims: dict[str, object] = {
+            "iss": self._issuer,
+            "sub": user.id if user is not None else client.client_id,
+            "aud": client.client_id,
+            "client_id": client.client_id,
+            "iat": epoch(state.now),
+            "exp": epoch(expires),
+            "jti": token_id,
+        }
+        if scope:
+            claims["scope"] = scope
+        auth_time, acr, amr = sign_in
+        if user is not None and auth_time is not None:
+            claims.update(auth_time=epoch(auth_time), acr=acr, amr=list(amr))
+        header = {"alg": signer.alg, "kid": signer.kid, "typ": "at+jwt"}
+        return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
+
+    # -- writing what Authlib decided --------------------------------------------------------------
+    async def _write(self, state: Loaded, ctx: RequestContext) -> bool:
+        """Spend what the grant consumed and store what it issued, in one transaction; False when the
+        spend lost, i.e. this was a second use at the same moment."""
+        token = state.issued
+        assert token is not None
+        assert state.client is not None
+        kind, grant_type = EventType.TOKEN_ISSUED, "client_credentials"
+        if state.spend == "refresh":
+            kind, grant_type = EventType.TOKEN_REFRESHED, "refresh_token"
+        elif state.spend == "code":
+            grant_type = "authorization_code"
         async with self._deps.store.transaction() as tx:
-            revoked = await revoke(tx, now)
+            if state.spend == "code":
+                assert state.code is not None
+                if not await tx.codes.spend(state.code.code_hash, state.now):
+                    return False
+            elif state.spend == "refresh":
+                assert state.refresh is not None
+                if not await tx.tokens.mark_refreshed(state.refresh.id, state.now):
+                    return False
+            await tx.tokens.add(token)
+            await tx.audit.append(self._issued(kind, grant_type, state, token), ctx)
+        return True
+
+    async def _reused(self, state: Loaded, ctx: RequestContext) -> None:
+        """Something single-use came back: revoke what its first use produced, and record it.
+
+        A second use of a code is refused and its tokens revoked (RFC 6749 4.1.2); a spent refresh token
+        coming back means one of its holders is not the client, so the whole family ends."""
+        assert state.client is not None
+        now = self._deps.clock.now()
+        revoke: Callable[[Transaction], Awaitable[int]]
+        user_id: str | None
+        if state.code is not None and (state.reused == "code" or state.spend == "code"):
+            code_hash, user_id = state.code.code_hash, state.code.user_id
+            revoke = lambda tx: tx.tokens.revoke_for_code(code_hash, now)  # noqa: E731
+            kind, reason, details = EventType.TOKEN_REVOKED, "code_reused", {}
+        else:
+            assert state.refresh is not None
+            family_id, user_id = state.refresh.family_id, state.refresh.user_id
+            revoke = lambda tx: tx.tokens.revoke_family(family_id, now)  # noqa: E731
+            kind, reason = EventType.REFRESH_TOKEN_REUSE_DETECTED, "refresh_token_reused"
+            details = {"family_id": family_id}
+        async with self._deps.store.transaction() as tx:
+            revoked = await revoke(tx)
             user = await tx.users.get(user_id) if user_id else None
             await tx.audit.append(
                 client_event(
                     kind,
                     Outcome.FAILURE,
                     reason,
-                    client,
+                    state.client,
                     user=user,
                     domain=self._deps.domain,
                     details={**details, "revoked": revoked},
@@ -306,125 +344,20 @@ class TokenEndpoint:
                 ctx,
             )
 
-    # -- client_credentials ----------------------------------------------------------------------
-    async def _client_credentials(self, client: Client, form: Mapping[str, str], ctx: RequestContext) -> TokenResponse:
-        if client.public:
-            raise OAuthError(UNAUTHORIZED_CLIENT, "a public client cannot use client_credentials")
-        if "resource" in form:
-            raise OAuthError(INVALID_TARGET, "no resource servers are defined")
-        requested = form.get("scope", "").split()
-        allowed = [s for s in client.scopes if s not in USER_SCOPES]
-        if any(s not in allowed for s in requested):
-            raise OAuthError(INVALID_SCOPE, "a requested scope is not allowed for this application")
-        now = self._deps.clock.now()
-        grant = _Grant(client=client, scope=" ".join(dict.fromkeys(requested)), family_id=uuid.uuid4().hex)
-        token, body = await self._mint(grant, now)
-        async with self._deps.store.transaction() as tx:
-            await tx.tokens.add(token)
-            await tx.audit.append(self._issued(EventType.TOKEN_ISSUED, "client_credentials", grant, token), ctx)
-        return TokenResponse(200, body, list(NO_STORE))
-
-    # -- minting ---------------------------------------------------------------------------------
-    async def _mint(self, grant: _Grant, now: datetime) -> tuple[IssuedToken, dict[str, object]]:
-        client = grant.client
-        token_id = uuid.uuid4().hex
-        expires = now + timedelta(seconds=client.access_token_seconds)
-        scopes = grant.scope.split()
-        if client.access_token_format is TokenFormat.JWT:
-            access = await self._access_jwt(grant, token_id, now, expires)
-        else:
-            access = new_secret()
-        refresh = new_secret() if grant.refresh_expires_at is not None else None
-        token = IssuedToken(
-            id=token_id,
-            family_id=grant.family_id,
-            client_id=client.client_id,
-            scope=grant.scope,
-            issued_at=now,
-            access_expires_at=expires,
-            access_hash=secret_hash(access),
-            user_id=grant.user.id if grant.user else None,
-            refresh_hash=secret_hash(refresh) if refresh else None,
-            refresh_expires_at=grant.refresh_expires_at if refresh else None,
-            code_hash=grant.code_hash,
-            session_hash=grant.session_hash,
-            auth_time=grant.auth_time,
-            amr=grant.amr,
-            acr=grant.acr,
-        )
-        body: dict[str, object] = {
-            "access_token": access,
-            "token_type": "Bearer",
-            "expires_in": client.access_token_seconds,
-        }
-        if grant.scope:
-            body["scope"] = grant.scope
-        if refresh:
-            body["refresh_token"] = refresh
-        if grant.user is not None and "openid" in scopes:
-            body["id_token"] = await self._id_token(grant, access, now)
-        return token, body
-
-    async def _access_jwt(self, grant: _Grant, token_id: str, now: datetime, expires: datetime) -> str:
-        """An RFC 9068 access token; only its SHA-256 is stored, so it is revocable like an opaque one."""
-        signer = await self._keys.signer()
-        claims: dict[str, object] = {
-            "iss": self._issuer,
-            "sub": grant.user.id if grant.user else grant.client.client_id,
-            "aud": grant.client.client_id,
-            "client_id": grant.client.client_id,
-            "iat": epoch(now),
-            "exp": epoch(expires),
-            "jti": token_id,
-        }
-        if grant.scope:
-            claims["scope"] = grant.scope
-        if grant.user is not None and grant.auth_time is not None:
-            claims.update(auth_time=epoch(grant.auth_time), acr=grant.acr, amr=list(grant.amr))
-        header = {"alg": signer.alg, "kid": signer.kid, "typ": "at+jwt"}
-        return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
-
-    async def _id_token(self, grant: _Grant, access_token: str, now: datetime) -> str:
-        assert grant.user is not None
-        assert grant.auth_time is not None
-        signer = await self._keys.signer()
-        claims = user_claims(grant.user, grant.agency, set(grant.scope.split()), self._deps.domain)
-        claims.update(
-            iss=self._issuer,
-            aud=grant.client.client_id,
-            iat=epoch(now),
-            exp=epoch(now + timedelta(seconds=ID_TOKEN_SECONDS)),
-            auth_time=epoch(grant.auth_time),
-            acr=grant.acr,
-            amr=list(grant.amr),
-            at_hash=half_hash(access_token),
-        )
-        if grant.session_hash:
-            # Back-Channel Logout 1.0 2.1: the portal session, so a logout token can name it.
-            claims["sid"] = session_sid(self._deps.pepper, grant.session_hash)
-        if grant.nonce:
-            claims["nonce"] = grant.nonce
-        header = {"alg": signer.alg, "kid": signer.kid, "typ": "JWT"}
-        return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
-
-    def _issued(self, kind: EventType, grant_type: str, grant: _Grant, token: IssuedToken) -> AuditEvent:
+    def _issued(self, kind: EventType, grant_type: str, state: Loaded, token: IssuedToken) -> AuditEvent:
+        assert state.client is not None
         return client_event(
             kind,
             Outcome.SUCCESS,
             grant_type,
-            grant.client,
-            user=grant.user,
+            state.client,
+            user=state.user if token.user_id else None,
             domain=self._deps.domain,
             details={
                 "token_id": token.id,
                 "family_id": token.family_id,
                 "scope": token.scope,
                 "refresh_token": token.refresh_hash is not None,
-                "access_token_format": str(grant.client.access_token_format),
+                "access_token_format": str(state.client.access_token_format),
             },
         )
-
-
-def _s256_matches(verifier: str, challenge: str) -> bool:
-    matched: bool = compare_s256_code_challenge(verifier, challenge)
-    return matched

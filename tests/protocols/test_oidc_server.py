@@ -1,0 +1,192 @@
+"""alacop/protocols/oidc/server.py: Authlib's server core deciding over records read beforehand."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from authlib.oauth2.rfc6749 import errors as oauth_errors
+
+from alacop.core.context import RequestContext
+from alacop.core.oidc import IssuedToken
+from alacop.protocols.oidc._util import secret_hash
+from alacop.protocols.oidc.server import (
+    CodeModel,
+    OAuthClient,
+    PortalRequest,
+    PortalServer,
+    TokenModel,
+    basic_credentials,
+)
+from alacop.protocols.oidc.tokens import TokenResponse
+from tests.conftest import Harness, audit_details
+from tests.protocols.conftest import ISSUER, REDIRECT, authorize, code_for, exchange, pkce, query_of, register
+
+CTX = RequestContext("192.0.2.1", "pytest", "req-1")
+
+
+def test_the_token_endpoint_runs_authlibs_grants(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    server = h.portal.oidc._token.server
+    assert isinstance(server, PortalServer)
+    grants = {cls.GRANT_TYPE for cls, _ in server._token_grants}
+    assert grants == {"authorization_code", "refresh_token", "client_credentials"}
+    # Authlib's own wording for what it refuses: an unknown grant type, a missing code.
+    unknown = h.client.post("/oauth/token", data={"grant_type": "password"}, auth=rp.auth)
+    assert unknown.status_code == 400 and unknown.json()["error"] == "unsupported_grant_type"
+    missing = h.client.post("/oauth/token", data={"grant_type": "authorization_code"}, auth=rp.auth)
+    assert missing.json() == {"error": "invalid_request", "error_description": "Missing 'code' in request."}
+    refused = [audit_details(e)["description"] for e in h.events("AuthorizationRefused")]
+    assert "Missing 'code' in request." in refused
+
+
+def test_a_public_client_cannot_use_client_credentials(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, public=True)
+    answer = h.client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": rp.client_id})
+    assert answer.status_code == 400 and answer.json()["error"] == "unauthorized_client"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"grant_type": "client_credentials", "resource": "https://api.example.gov"},
+        {"grant_type": "client_credentials", "scope": "openid"},
+    ],
+)
+def test_client_credentials_refuses_resources_and_user_scopes(signed_in: Harness, data: dict[str, str]) -> None:
+    h = signed_in
+    rp = register(h)
+    answer = h.client.post("/oauth/token", data=data, auth=rp.auth)
+    expected = "invalid_target" if "resource" in data else "invalid_scope"
+    assert answer.status_code == 400 and answer.json()["error"] == expected
+    assert h.events("TokenIssued") == []
+
+
+def test_a_confidential_client_without_its_secret_is_not_a_public_client(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    code = code_for(h, rp)
+    answer = h.client.post(
+        "/oauth/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "client_id": rp.client_id},
+    )
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    # Still unspent: the real client can redeem it.
+    assert exchange(h, rp, code).status_code == 200
+
+
+def test_two_redemptions_at_once_issue_once_and_revoke_the_winner(signed_in: Harness) -> None:
+    """Both read the code unspent before either writes; the conditional spend lets one win, and the
+    loser revokes what the winner got (RFC 6749 4.1.2)."""
+    h = signed_in
+    rp = register(h)
+    code = code_for(h, rp)
+    items = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)]
+    basic = "Basic " + base64.b64encode(f"{rp.client_id}:{rp.secret}".encode()).decode()
+
+    async def both() -> list[TokenResponse]:
+        provider = h.portal.oidc
+        return list(await asyncio.gather(*(provider.token(list(items), basic, CTX) for _ in range(2))))
+
+    answers = h.run(both)
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200, 400]
+    loser = next(a for a in answers if a.status == 400)
+    assert loser.body["error"] == "invalid_grant"
+    assert [e.reason for e in h.events("TokenRevoked")] == ["code_reused"]
+    assert len(h.events("TokenIssued")) == 1
+    winner = next(a for a in answers if a.status == 200)
+    info = h.client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {winner.body['access_token']}"})
+    assert info.status_code == 401
+
+
+def test_error_redirects_name_the_issuer_and_keep_state(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    answer = authorize(h, rp, scope="openid records:admin")
+    assert answer.status_code == 302
+    query = query_of(answer.headers["location"])
+    assert query["error"] == "invalid_scope" and query["state"] == "st-123" and query["iss"] == ISSUER
+    assert h.events("AuthorizationRefused")[-1].reason == "invalid_scope"
+
+
+def test_plain_pkce_and_a_missing_method_are_refused(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    _, challenge = pkce()
+    for extra in ({"code_challenge": challenge}, {"code_challenge": challenge, "code_challenge_method": "plain"}):
+        query = query_of(authorize(h, rp, **extra).headers["location"])
+        assert query["error"] == "invalid_request" and "S256" in query["error_description"]
+    assert h.events("AuthorizationGranted") == []
+
+
+def test_basic_credentials_are_form_decoded_and_malformed_ones_refused() -> None:
+    assert basic_credentials(None) is None
+    assert basic_credentials("Bearer abc") is None
+    assert basic_credentials("Basic " + "YSUyMGI6YytkJTNB") == ("a b", "c d:")
+    for bad in ("Basic !!!", "Basic " + "bm9jb2xvbg=="):
+        with pytest.raises(oauth_errors.InvalidClientError) as refused:
+            basic_credentials(bad)
+        assert refused.value.status_code == 401
+
+
+def test_models_answer_authlib_from_the_portals_values(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, public=True)
+    client = OAuthClient(rp.client, h.portal.deps.pepper)
+    assert client.check_endpoint_auth_method("none", "token")
+    assert not client.check_endpoint_auth_method("client_secret_basic", "token")
+    assert not client.check_grant_type("client_credentials") and client.check_grant_type("refresh_token")
+    assert client.get_allowed_scope("openid openid profile") == "openid profile"
+    assert client.get_allowed_scope("openid admin") is None and client.get_allowed_scope(None) is None
+    assert client.check_redirect_uri(REDIRECT) and not client.check_redirect_uri(REDIRECT + "/")
+    assert client.get_default_redirect_uri() is None
+    assert not client.check_client_secret("anything")
+
+
+def test_token_model_sees_spent_refresh_tokens_as_expired(signed_in: Harness) -> None:
+    now = signed_in.clock.now()
+    record = IssuedToken(
+        id="t1",
+        family_id="f1",
+        client_id="c" * 20,
+        scope="openid",
+        issued_at=now,
+        access_expires_at=now + timedelta(minutes=5),
+        access_hash="a",
+        refresh_hash="r",
+        refresh_expires_at=now + timedelta(hours=8),
+    )
+    assert not TokenModel(record, "refresh_token", now).is_expired()
+    assert TokenModel(record, "access_token", now + timedelta(minutes=5)).is_expired()
+    spent = TokenModel(replace(record, refreshed_at=now), "refresh_token", now)
+    assert spent.is_expired() and not spent.is_revoked()
+    assert TokenModel(record, "refresh_token", now).get_expires_in() == 8 * 3600
+
+
+def test_portal_request_keeps_repeated_values_for_authlibs_checks() -> None:
+    request = PortalRequest("GET", ISSUER + "/oauth/authorize", [("scope", "openid"), ("scope", "x")], None)
+    assert request.payload.datalist["scope"] == ["openid", "x"] and request.form["scope"] == "openid"
+    assert request.headers == {}
+
+
+def test_code_model_exposes_what_openid_code_reads(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    code = code_for(h, rp)
+
+    async def read() -> CodeModel:
+        async with h.portal.deps.store.read() as tx:
+            record = await tx.codes.get(secret_hash(code))
+        assert record is not None
+        return CodeModel(record)
+
+    model = h.run(read)
+    assert model.get_redirect_uri() == REDIRECT and model.get_nonce() == "n-456"
+    assert model.get_acr() == "aal2" and "pwd" in model.get_amr()
+    assert model.get_auth_time() == int(model.record.auth_time.timestamp())
