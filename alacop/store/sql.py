@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any
 
 from alacop.core.accounts import Agency, Role, User, UserStatus
@@ -1216,26 +1217,79 @@ class SqlAudit(_Repo):
 
 
 class SqlTransaction:
+    """The repositories over one connection, each made on first use: a request touches two or three of
+    the seventeen, and the token endpoint opens several of these per request."""
+
     def __init__(
         self, db: Database, conn: Connection, chain: AuditChain, clock: Clock, *, writable: bool = True
     ) -> None:
-        self.agencies = SqlAgencies(db, conn)
-        self.users = SqlUsers(db, conn)
-        self.sessions = SqlSessions(db, conn)
-        self.flows = SqlFlows(db, conn)
-        self.throttles = SqlThrottles(db, conn)
-        self.methods = SqlMethods(db, conn)
-        self.recovery_codes = SqlRecoveryCodes(db, conn)
-        self.registrations = SqlRegistrations(db, conn)
-        self.activations = SqlActivations(db, conn)
-        self.clients = SqlClients(db, conn)
-        self.signing_keys = SqlSigningKeys(db, conn)
-        self.codes = SqlCodes(db, conn)
-        self.tokens = SqlTokens(db, conn)
-        self.saml_sps = SqlServiceProviders(db, conn)
-        self.saml_certs = SqlIdpCertificates(db, conn)
-        self.saml_requests = SqlPendingRequests(db, conn)
+        self._db = db
+        self._conn = conn
         self.audit = SqlAudit(db, conn, chain, clock, writable=writable)
+
+    @cached_property
+    def agencies(self) -> SqlAgencies:
+        return SqlAgencies(self._db, self._conn)
+
+    @cached_property
+    def users(self) -> SqlUsers:
+        return SqlUsers(self._db, self._conn)
+
+    @cached_property
+    def sessions(self) -> SqlSessions:
+        return SqlSessions(self._db, self._conn)
+
+    @cached_property
+    def flows(self) -> SqlFlows:
+        return SqlFlows(self._db, self._conn)
+
+    @cached_property
+    def throttles(self) -> SqlThrottles:
+        return SqlThrottles(self._db, self._conn)
+
+    @cached_property
+    def methods(self) -> SqlMethods:
+        return SqlMethods(self._db, self._conn)
+
+    @cached_property
+    def recovery_codes(self) -> SqlRecoveryCodes:
+        return SqlRecoveryCodes(self._db, self._conn)
+
+    @cached_property
+    def registrations(self) -> SqlRegistrations:
+        return SqlRegistrations(self._db, self._conn)
+
+    @cached_property
+    def activations(self) -> SqlActivations:
+        return SqlActivations(self._db, self._conn)
+
+    @cached_property
+    def clients(self) -> SqlClients:
+        return SqlClients(self._db, self._conn)
+
+    @cached_property
+    def signing_keys(self) -> SqlSigningKeys:
+        return SqlSigningKeys(self._db, self._conn)
+
+    @cached_property
+    def codes(self) -> SqlCodes:
+        return SqlCodes(self._db, self._conn)
+
+    @cached_property
+    def tokens(self) -> SqlTokens:
+        return SqlTokens(self._db, self._conn)
+
+    @cached_property
+    def saml_sps(self) -> SqlServiceProviders:
+        return SqlServiceProviders(self._db, self._conn)
+
+    @cached_property
+    def saml_certs(self) -> SqlIdpCertificates:
+        return SqlIdpCertificates(self._db, self._conn)
+
+    @cached_property
+    def saml_requests(self) -> SqlPendingRequests:
+        return SqlPendingRequests(self._db, self._conn)
 
 
 def _record(row: Row) -> AuditRecord:

@@ -181,6 +181,15 @@ def create_app(
             await deps.store.close()
 
     routes = [
+        # Applications' servers call these many times a second: matched first, before the pages.
+        Route("/oauth/token", oidc.token, methods=["POST"]),
+        Route("/oauth/userinfo", oidc.userinfo, methods=["GET", "POST"]),
+        Route("/oauth/revoke", oidc.revoke, methods=["POST"]),
+        Route("/oauth/token", oidc.preflight, methods=["OPTIONS"]),
+        Route("/oauth/userinfo", oidc.preflight, methods=["OPTIONS"]),
+        Route("/oauth/revoke", oidc.preflight, methods=["OPTIONS"]),
+        Route("/oauth/introspect", oidc.introspect, methods=["POST"]),
+        Route("/oauth/logout", oidc.end_session, methods=["GET", "POST"]),
         Route("/", pages.home),
         Route("/login", login.page, methods=["GET"]),
         Route("/login/identifier", login.identifier, methods=["POST"]),
@@ -257,14 +266,6 @@ def create_app(
         Route("/.well-known/openid-configuration", oidc.discovery, methods=["GET"]),
         Route("/oauth/jwks", oidc.jwks, methods=["GET"]),
         Route("/oauth/authorize", oidc.authorize, methods=["GET"]),
-        Route("/oauth/token", oidc.token, methods=["POST"]),
-        Route("/oauth/userinfo", oidc.userinfo, methods=["GET", "POST"]),
-        Route("/oauth/revoke", oidc.revoke, methods=["POST"]),
-        Route("/oauth/token", oidc.preflight, methods=["OPTIONS"]),
-        Route("/oauth/userinfo", oidc.preflight, methods=["OPTIONS"]),
-        Route("/oauth/revoke", oidc.preflight, methods=["OPTIONS"]),
-        Route("/oauth/introspect", oidc.introspect, methods=["POST"]),
-        Route("/oauth/logout", oidc.end_session, methods=["GET", "POST"]),
         Route("/register", register.page, methods=["GET"]),
         Route("/register/submit", register.submit, methods=["POST"]),
         Route("/register/captcha/new", register.new_captcha, methods=["POST"]),

@@ -21,6 +21,7 @@ from joserfc import jwt
 from alacop.core.audit import AuditEvent, EventType, Outcome
 from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
+from alacop.core.groupcommit import GroupCommit
 from alacop.core.oidc import CLIENT_ID_FORMAT, Client, IssuedToken, TokenFormat
 from alacop.core.ports import Transaction
 from alacop.protocols.oidc._util import Headers, client_event, epoch, new_secret, secret_hash
@@ -112,6 +113,7 @@ class TokenEndpoint:
         self._issuer = issuer
         self._keys = keys
         self.server = PortalServer(issuer, self._mint)
+        self.commits = GroupCommit(deps.store)
 
     async def handle(
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
@@ -287,7 +289,8 @@ class TokenEndpoint:
     # -- writing what Authlib decided --------------------------------------------------------------
     async def _write(self, state: Loaded, ctx: RequestContext) -> bool:
         """Spend what the grant consumed and store what it issued, in one transaction; False when the
-        spend lost, i.e. this was a second use at the same moment."""
+        spend lost, i.e. this was a second use at the same moment. A lost spend writes nothing, so it
+        leaves the rest of a shared transaction alone."""
         token = state.issued
         assert token is not None
         assert state.client is not None
@@ -296,7 +299,9 @@ class TokenEndpoint:
             kind, grant_type = EventType.TOKEN_REFRESHED, "refresh_token"
         elif state.spend == "code":
             grant_type = "authorization_code"
-        async with self._deps.store.transaction() as tx:
+        event = self._issued(kind, grant_type, state, token)
+
+        async def work(tx: Transaction) -> bool:
             if state.spend == "code":
                 assert state.code is not None
                 if not await tx.codes.spend(state.code.code_hash, state.now):
@@ -306,8 +311,11 @@ class TokenEndpoint:
                 if not await tx.tokens.mark_refreshed(state.refresh.id, state.now):
                     return False
             await tx.tokens.add(token)
-            await tx.audit.append(self._issued(kind, grant_type, state, token), ctx)
-        return True
+            await tx.audit.append(event, ctx)
+            return True
+
+        # Shared with the other tokens being written at this moment: one head lock, one durable commit.
+        return await self.commits.run(work)
 
     async def _reused(self, state: Loaded, ctx: RequestContext) -> None:
         """Something single-use came back: revoke what its first use produced, and record it.

@@ -12,6 +12,7 @@ multiple of the portal's limit, OAUTH_RATE_FACTOR), answering a burst with a JSO
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -82,9 +83,12 @@ async def _limited(request: Request, bucket: str) -> Response | None:
     return None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _controls(items: list[tuple[str, str]]) -> bool:
     """Whether any parameter holds a control character (NUL among them, which PostgreSQL refuses)."""
-    return any(ord(c) < 32 or ord(c) == 127 for pair in items for text in pair for c in text)
+    return any(_CONTROL.search(name) or _CONTROL.search(value) for name, value in items)
 
 
 _MALFORMED = {"error": "invalid_request", "error_description": "a parameter holds characters that are not allowed"}
@@ -92,10 +96,9 @@ _MALFORMED = {"error": "invalid_request", "error_description": "a parameter hold
 
 async def _form(request: Request) -> list[tuple[str, str]] | Response:
     try:
-        form = await http.read_form(request)
+        items = await http.read_urlencoded(request)
     except AlacopError:
         return _json(400, {"error": "invalid_request", "error_description": "expected a form body"}, [])
-    items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     if _controls(items) or _controls([("authorization", request.headers.get("authorization", ""))]):
         return _json(400, dict(_MALFORMED), [("Cache-Control", "no-store")])
     return items
