@@ -190,3 +190,28 @@ def test_code_model_exposes_what_openid_code_reads(signed_in: Harness) -> None:
     assert model.get_redirect_uri() == REDIRECT and model.get_nonce() == "n-456"
     assert model.get_acr() == "aal2" and "pwd" in model.get_amr()
     assert model.get_auth_time() == int(model.record.auth_time.timestamp())
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"grant_type=client_credentials", "multipart/form-data; boundary=x"),
+        (b"grant_type=client_credentials", "application/json"),
+        (b"grant_type=client_credentials&scope=\xff\xfe", "application/x-www-form-urlencoded"),
+        (b"&".join(b"f%d=1" % n for n in range(31)), "application/x-www-form-urlencoded"),
+        (b"grant_type=client_credentials&pad=" + b"x" * 70_000, "application/x-www-form-urlencoded"),
+    ],
+    ids=["multipart", "json", "not-utf8", "too-many-fields", "too-large"],
+)
+def test_a_body_that_is_not_a_small_urlencoded_form_is_refused(
+    signed_in: Harness, body: bytes, content_type: str
+) -> None:
+    h = signed_in
+    rp = register(h)
+    answer = h.client.post("/oauth/token", content=body, headers={"Content-Type": content_type}, auth=rp.auth)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"
+    assert h.events("TokenIssued") == []
+    # The same credentials with a proper body still work.
+    fine = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=rp.auth)
+    assert fine.status_code == 200
