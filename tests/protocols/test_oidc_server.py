@@ -6,9 +6,11 @@ import asyncio
 import base64
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from authlib.oauth2.rfc6749 import errors as oauth_errors
+from cryptography.fernet import Fernet
 
 from alacop.core.context import RequestContext
 from alacop.core.oidc import IssuedToken
@@ -20,6 +22,7 @@ from alacop.protocols.oidc.server import (
     PortalServer,
     TokenModel,
     basic_credentials,
+    transport_base,
 )
 from alacop.protocols.oidc.tokens import TokenResponse
 from tests.conftest import Harness, audit_details
@@ -215,3 +218,29 @@ def test_a_body_that_is_not_a_small_urlencoded_form_is_refused(
     # The same credentials with a proper body still work.
     fine = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=rp.auth)
     assert fine.status_code == 200
+
+
+def test_authlib_is_told_the_https_address_behind_a_tls_proxy() -> None:
+    assert transport_base("https://portal.example.gov") == "https://portal.example.gov"
+    assert transport_base("http://127.0.0.1:8000") == "http://127.0.0.1:8000"
+    # Allowed by configuration only with behind_tls_proxy: applications reach it over https.
+    assert transport_base("http://portal.example.gov") == "https://portal.example.gov"
+    request = PortalRequest("POST", transport_base("http://portal.example.gov") + "/oauth/token", [], None)
+    assert request.uri == "https://portal.example.gov/oauth/token"
+
+
+def test_tokens_are_issued_behind_a_tls_proxy_with_a_plain_http_public_url(app_factory: Any) -> None:
+    """Configuration allows http://portal.example.gov only behind a TLS proxy; Authlib's https check
+    must see the address applications use there, not refuse every request with a server error."""
+    h = app_factory(
+        base_url="https://portal.example.gov",
+        ALACOP_ENV="production",
+        ALACOP_PUBLIC_URL="http://portal.example.gov",
+        ALACOP_BEHIND_TLS_PROXY="true",
+        ALACOP_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
+        ALACOP_SMTP_HOST="127.0.0.1",
+    )
+    rp = register(h)
+    answer = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=rp.auth)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["token_type"] == "Bearer"

@@ -191,7 +191,7 @@ class AuthorizationEndpoint:
         signed_in = who is not None and "login" not in prompt and fresh and strong_enough
         if who is not None:
             state.user, state.session = who.user, who.session
-        request = PortalRequest("GET", self._issuer + AUTHORIZE_PATH, items, None)
+        request = PortalRequest("GET", self._server.base + AUTHORIZE_PATH, items, None)
         end_user = who.user if signed_in and who is not None else None
         try:
             # Authlib's code grant: response_type, redirect_uri, scope, PKCE (S256Only), nonce, prompt.

@@ -54,7 +54,7 @@ async def _run(
     await read_client(deps, state, client_id)
     if state.client is not None:
         await _find(deps, state, form.get("token", ""), form.get("token_type_hint"))
-    request = PortalRequest("POST", server.issuer + PATHS[endpoint], items, authorization)
+    request = PortalRequest("POST", server.base + PATHS[endpoint], items, authorization)
     answer = decide(state, lambda: server.create_endpoint_response(endpoint, request))
     if state.refused is not None:
         await audit_refusal(deps, state, endpoint, state.refused, form, ctx)

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import unquote_plus
 
+from authlib.common.security import is_secure_transport
 from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Payload, OAuth2Request
 from authlib.oauth2.rfc6749 import errors as oauth_errors
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
@@ -561,12 +562,23 @@ class _Issuer(IssuerParameter):  # type: ignore[misc]
         return self._issuer
 
 
+def transport_base(issuer: str) -> str:
+    """The address applications reach the endpoints at, for Authlib's https check (RFC 6749 3.1, 3.2).
+
+    Configuration allows a plain-http issuer only on a loopback address (which Authlib accepts) or with
+    `behind_tls_proxy`, where applications reach the portal over https at the proxy."""
+    if is_secure_transport(issuer):
+        return issuer
+    return "https://" + issuer.partition("://")[2]
+
+
 class PortalServer(AuthorizationServer):  # type: ignore[misc]
     """One per process. Holds no request state: each call runs over the `Loaded` set by `decide`."""
 
     def __init__(self, issuer: str, mint: Callable[..., dict[str, object]]) -> None:
         super().__init__(scopes_supported=None)
         self.issuer = issuer
+        self.base = transport_base(issuer)
         self.register_token_generator("default", mint)
         for method, func in (
             ("client_secret_basic", _client_secret_basic),

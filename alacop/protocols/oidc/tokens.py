@@ -129,7 +129,7 @@ class TokenEndpoint:
             await audit_refusal(self._deps, state, "token", exc, form, ctx)
             return refusal(exc)
         await self._read(state, client_id, form)
-        request = PortalRequest("POST", self._issuer + TOKEN_PATH, items, authorization)
+        request = PortalRequest("POST", self.server.base + TOKEN_PATH, items, authorization)
         answer: Answer = decide(state, lambda: self.server.create_token_response(request))
         if state.refused is not None:
             if state.reused is not None and state.client is not None:
