@@ -300,7 +300,14 @@ class RecoveryCodeRepository(Protocol):
 
 
 class AuditRepository(Protocol):
-    async def append(self, event: AuditEvent, ctx: RequestContext) -> AuditRecord: ...
+    async def append(self, event: AuditEvent, ctx: RequestContext) -> None:
+        """Records the event with the transaction: it is sealed into the chain when the transaction
+        ends, and committed with it or not at all."""
+        ...
+
+    async def lock(self) -> None:
+        """Takes the chain's head lock now, so work checked after it runs one at a time across instances."""
+        ...
 
 
 class Transaction(Protocol):

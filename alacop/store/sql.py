@@ -1179,7 +1179,15 @@ class SqlTokens(_Repo):
 
 
 class SqlAudit(_Repo):
-    """Appends to the chain. The head row is locked once per transaction and written back at its end."""
+    """Appends to the chain. Events wait in the transaction until its end (`flush`): then the head row
+    is locked, the events are sealed in order, written in one statement, and the head written back. The
+    lock is held only from there to the commit, so transactions that audit overlap everything but
+    their last step, and a batch of events costs one lock and one write."""
+
+    _INSERT = (
+        f"INSERT INTO audit_events ({', '.join(_AUDIT_FIELDS)}) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    )
 
     def __init__(
         self, db: Database, conn: Connection, chain: AuditChain, clock: Clock, *, writable: bool = True
@@ -1189,31 +1197,46 @@ class SqlAudit(_Repo):
         self._clock = clock
         self._writable = writable
         self._head: tuple[int, str] | None = None
-        self._dirty = False
+        self._pending: list[tuple[AuditEvent, RequestContext]] = []
 
-    async def append(self, event: AuditEvent, ctx: RequestContext) -> AuditRecord:
+    def _check_writable(self) -> None:
         if not self._writable:
             # Outside a transaction the head lock would not hold, and two writers could fork the chain.
             raise RuntimeError("audit events are appended only inside a transaction")
+
+    async def append(self, event: AuditEvent, ctx: RequestContext) -> None:
+        self._check_writable()
+        self._pending.append((event, ctx))
+
+    async def lock(self) -> None:
+        """Takes the head lock now: work that must run one instance at a time checks after this."""
+        self._check_writable()
+        await self._lock()
+
+    async def _lock(self) -> tuple[int, str]:
         if self._head is None:
             row = await self.conn.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1" + self.conn.for_update)
             assert row is not None, "audit_head is created by the first migration"
             self._head = (int(row["seq"]), row["hash"])
-        seq, prev = self._head
-        record = self._chain.seal(event, seq=seq + 1, at=self._clock.now(), ctx=ctx, prev_hash=prev)
-        await self.conn.execute(
-            f"INSERT INTO audit_events ({', '.join(_AUDIT_FIELDS)}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            *(getattr(record, f) for f in _AUDIT_FIELDS),
-        )
-        self._head = (record.seq, record.hash)
-        self._dirty = True
-        return record
+        return self._head
 
     async def flush(self) -> None:
-        if self._dirty and self._head is not None:
-            await self.conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", *self._head)
-            self._dirty = False
+        if not self._pending:
+            return
+        seq, prev = await self._lock()
+        at = self._clock.now()
+        rows: list[tuple[Any, ...]] = []
+        for event, ctx in self._pending:
+            record = self._chain.seal(event, seq=seq + 1, at=at, ctx=ctx, prev_hash=prev)
+            rows.append(tuple(getattr(record, f) for f in _AUDIT_FIELDS))
+            seq, prev = record.seq, record.hash
+        if len(rows) == 1:
+            await self.conn.execute(self._INSERT, *rows[0])
+        else:
+            await self.conn.executemany(self._INSERT, rows)
+        await self.conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
+        self._head = (seq, prev)
+        self._pending.clear()
 
 
 class SqlTransaction:

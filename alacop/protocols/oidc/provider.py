@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -18,6 +19,8 @@ from alacop.protocols.oidc.keys import KeyRing
 from alacop.protocols.oidc.logout import BackChannel, EndSession, Hint, LogoutRequest
 from alacop.protocols.oidc.tokens import TokenEndpoint, TokenResponse
 from alacop.protocols.oidc.userinfo import UserinfoResponse, userinfo
+
+log = logging.getLogger("alacop")
 
 # How long an instance trusts its list of browser application origins before reading the registry again.
 CORS_CACHE = timedelta(seconds=60)
@@ -123,4 +126,7 @@ class Provider:
         return await self.backchannel.sweep(ctx)
 
     async def close(self) -> None:
+        commits = self._token.commits
+        if commits.works:
+            log.info("token writes: %d in %d transactions", commits.works, commits.batches)
         await self.backchannel.close()

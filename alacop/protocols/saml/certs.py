@@ -122,13 +122,14 @@ class CertRing:
     async def _create_first(self, now: datetime) -> None:
         """The first start (or every certificate retired): one certificate that signs at once.
 
-        Instances starting together must not each make their own: the audit append takes the chain's
-        head lock first, so creators go one at a time, and each looks again under that lock; one that
-        finds a certificate already there rolls back, its audit event with it.
+        Instances starting together must not each make their own: each takes the audit chain's head
+        lock first, so creators go one at a time, and each looks again under that lock; one that finds a
+        certificate already there rolls back, its audit event with it.
         """
         created = _new(self._deps, now, now)
         try:
             async with self._deps.store.transaction() as tx:
+                await tx.audit.lock()
                 await tx.audit.append(
                     AuditEvent(
                         EventType.SAML_CERT_CREATED, Outcome.SUCCESS, "first_certificate", details={"added": created.id}
