@@ -93,6 +93,7 @@ class EventType(StrEnum):
     LOGOUT_PROPAGATED = "LogoutPropagated"
     AUTHORIZATION_REFUSED = "AuthorizationRefused"
     SIGNING_KEYS_ROTATED = "SigningKeysRotated"
+    SIGNING_KEYS_CREATED = "SigningKeysCreated"
     SAML_REQUEST_RECEIVED = "SamlRequestReceived"
     SAML_REQUEST_REFUSED = "SamlRequestRefused"
     SAML_ASSERTION_ISSUED = "SamlAssertionIssued"

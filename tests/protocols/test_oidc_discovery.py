@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from joserfc import jwt
 
 from alacop.core.context import RequestContext
-from alacop.protocols.oidc.keys import KEY_OVERLAP, PROPAGATION, rotate
-from tests.conftest import Harness
+from alacop.protocols.oidc.keys import KEY_OVERLAP, PROPAGATION, KeyRing, rotate
+from tests.conftest import Harness, audit_details
 from tests.protocols.conftest import ISSUER, code_for, exchange, register
 
 
@@ -96,3 +97,26 @@ def test_discovery_and_jwks_carry_the_portals_headers_and_answer_head(harness: H
         assert head.headers["content-length"] == response.headers["content-length"]
     # Other methods still reach the routes, which refuse them.
     assert harness.client.post("/oauth/jwks").status_code == 405
+
+
+def test_instances_starting_together_make_one_key_per_algorithm(harness: Harness) -> None:
+    """Each instance has its own KeyRing; on an empty table they race to make the first keys. The
+    audit head lock lets one make them; the others look again under it and use those."""
+    h = harness
+
+    async def start_four() -> list[str]:
+        rings = [KeyRing(h.portal.deps) for _ in range(4)]
+        signers = await asyncio.gather(*(ring.signer() for ring in rings))
+        return [s.kid for s in signers]
+
+    async def stored() -> list[str]:
+        async with h.portal.deps.store.read() as tx:
+            return sorted(k.alg for k in await tx.signing_keys.list())
+
+    assert h.run(stored) == []
+    kids = h.run(start_four)
+    assert len(set(kids)) == 1
+    assert h.run(stored) == ["ES256", "RS256"]
+    created = h.events("SigningKeysCreated")
+    assert len(created) == 1 and created[0].reason == "first_keys"
+    assert sorted(a.split(":")[0] for a in audit_details(created[0])["added"]) == ["ES256", "RS256"]

@@ -106,3 +106,13 @@ def test_coordinators_and_stale_admins_are_refused(w: World) -> None:
     assert stale.status_code == 303 and stale.headers["location"].startswith("/account/reauth?next=/admin/applications")
     assert _clients(w) == []
     assert _create(w, "0" * 64).status_code == 403
+
+
+@pytest.mark.parametrize("action", ["disable", "rotate-secret"])
+def test_an_unknown_application_gets_the_page_with_a_message_not_an_error_page(w: World, action: str) -> None:
+    token = _sign_in(w, w.admin.username)
+    unknown = "A" * 24
+    answer = w.h.client.post(f"/admin/applications/{unknown}/{action}", data={"csrf_token": token})
+    assert answer.status_code == 404
+    assert answer.template.name == "admin/applications.html"
+    assert "client_not_found" in answer.context["message_ids"]

@@ -80,11 +80,27 @@ class KeyRing:
         return keys
 
     async def _add(self, algs: Sequence[str], now: datetime) -> None:
-        # Two instances starting together may both add a key; both are published, and every
-        # instance signs with the same one (the newest), so they still agree.
+        """The first keys (or a missing algorithm's): instances starting together must not each make
+        their own, or they would sign with different keys until their caches agreed. Each takes the audit
+        chain's head lock first, so creators go one at a time, and each looks again under the lock."""
         async with self._deps.store.transaction() as tx:
-            for alg in algs:
-                await tx.signing_keys.add(self._sealed(alg, now))
+            await tx.audit.lock()
+            present = await tx.signing_keys.list()
+            still = [a for a in algs if not any(k.alg == a and k.current for k in present)]
+            added = [self._sealed(alg, now) for alg in still]
+            for key in added:
+                await tx.signing_keys.add(key)
+            if added:
+                await tx.audit.append(
+                    AuditEvent(
+                        EventType.SIGNING_KEYS_CREATED,
+                        Outcome.SUCCESS,
+                        "first_keys",
+                        details={"added": [f"{k.alg}:{k.kid}" for k in added]},
+                    ),
+                    # The portal itself, not a person: the first signature needed a key.
+                    RequestContext(source_ip="local", user_agent="alacop-portal", request_id="oidc-first-keys"),
+                )
 
     def _sealed(self, alg: str, now: datetime) -> SigningKey:
         record, key = generate(alg, now)

@@ -523,7 +523,7 @@ async def disable_application(request: Request) -> Response:
         await Applications(http.portal(request).deps).disable(seat.actor, _param(request, "client_id"), seat.ctx)
     except StepUpRequired:
         return to_reauth("/admin/applications")
-    except (InvalidInput, Conflict) as exc:
+    except (InvalidInput, Conflict, NotFound) as exc:
         return await _applications_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
     return RedirectResponse("/admin/applications?done=application_disabled", status_code=303)
 
@@ -539,7 +539,7 @@ async def rotate_application_secret(request: Request) -> Response:
         )
     except StepUpRequired:
         return to_reauth("/admin/applications")
-    except (InvalidInput, Conflict) as exc:
+    except (InvalidInput, Conflict, NotFound) as exc:
         return await _applications_page(request, seat, (Message(exc.code, _refusal_text(exc)),), exc.status)
     done = Message("secret_rotated", f"A new secret for {client.name}; the old one no longer works.", "success")
     return await _applications_page(request, seat, (done,), 200, (client.client_id, secret))
