@@ -244,3 +244,34 @@ def test_tokens_are_issued_behind_a_tls_proxy_with_a_plain_http_public_url(app_f
     answer = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=rp.auth)
     assert answer.status_code == 200, answer.text
     assert answer.json()["token_type"] == "Bearer"
+
+
+def test_userinfo_runs_authlibs_endpoint_and_bearer_validator(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    server = h.portal.oidc._token.server
+    assert type(server._endpoints["userinfo"][0]).__mro__[1].__name__ == "UserInfoEndpoint"
+    tokens = exchange(h, rp, code_for(h, rp)).json()
+    header = {"Authorization": f"Bearer {tokens['access_token']}"}
+    # No credentials: a bare challenge, no error code (RFC 6750 3.1).
+    bare = h.client.get("/oauth/userinfo")
+    assert bare.status_code == 401 and bare.json() == {}
+    assert bare.headers["www-authenticate"] == 'Bearer realm="userinfo"'
+    # Header and form body together: one token per request.
+    both = h.client.post("/oauth/userinfo", data={"access_token": tokens["access_token"]}, headers=header)
+    assert both.status_code == 400 and both.json()["error"] == "invalid_request"
+    # An unknown token: Authlib's invalid_token with the realm.
+    unknown = h.client.get("/oauth/userinfo", headers={"Authorization": "Bearer " + "x" * 43})
+    assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_token"
+    assert 'realm="userinfo"' in unknown.headers["www-authenticate"]
+    # A client_credentials token is about no user: insufficient_scope, with the challenge naming it.
+    machine = h.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=rp.auth).json()
+    scoped = h.client.get("/oauth/userinfo", headers={"Authorization": f"Bearer {machine['access_token']}"})
+    assert scoped.status_code == 403 and scoped.json()["error"] == "insufficient_scope"
+    assert 'error="insufficient_scope"' in scoped.headers["www-authenticate"]
+    # The user's own token still works, by header and by form.
+    assert h.client.get("/oauth/userinfo", headers=header).json()["sub"] == h.user("cs0101").id
+    assert h.client.post("/oauth/userinfo", data={"access_token": tokens["access_token"]}).status_code == 200
+    # An expired token is refused (a disabled application's: test_oidc_tokens.py).
+    h.clock.advance(timedelta(seconds=rp.client.access_token_seconds))
+    assert h.client.get("/oauth/userinfo", headers=header).status_code == 401

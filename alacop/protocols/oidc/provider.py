@@ -12,13 +12,14 @@ from alacop.core.context import RequestContext
 from alacop.core.deps import Deps
 from alacop.core.session_manager import Current, Ended
 from alacop.protocols.oidc import revocation
+from alacop.protocols.oidc import userinfo as userinfo_endpoint
 from alacop.protocols.oidc._util import session_sid
 from alacop.protocols.oidc.authorization import AuthorizationEndpoint, Redirect, SignIn
 from alacop.protocols.oidc.discovery import metadata
 from alacop.protocols.oidc.keys import KeyRing
 from alacop.protocols.oidc.logout import BackChannel, EndSession, Hint, LogoutRequest
 from alacop.protocols.oidc.tokens import TokenEndpoint, TokenResponse
-from alacop.protocols.oidc.userinfo import UserinfoResponse, userinfo
+from alacop.protocols.oidc.userinfo import UserinfoResponse
 
 log = logging.getLogger("alacop")
 
@@ -48,6 +49,7 @@ class Provider:
         self.keys = KeyRing(deps)
         self._token = TokenEndpoint(deps, self.issuer, self.keys)
         self._authorization = AuthorizationEndpoint(deps, self.issuer, self._token.server)
+        userinfo_endpoint.register(self._token.server)
         self._end_session = EndSession(deps, self.issuer, self.keys)
         self.backchannel = BackChannel(deps, self.issuer, self.keys)
         # The metadata never changes while the process runs: serialised once.
@@ -98,7 +100,7 @@ class Provider:
         return await self._token.handle(items, authorization, ctx)
 
     async def userinfo(self, authorization: str | None, form_token: str | None) -> UserinfoResponse:
-        return await userinfo(self._deps, authorization, form_token)
+        return await userinfo_endpoint.userinfo(self._deps, self._token.server, authorization, form_token)
 
     async def revoke(
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext

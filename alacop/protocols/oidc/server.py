@@ -27,7 +27,7 @@ import binascii
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import unquote_plus
@@ -90,7 +90,8 @@ class Loaded:
     revoke: IssuedToken | None = None
     refused: oauth_errors.OAuth2Error | None = None
     grant_type: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the request Authlib is deciding, for its resource protector (userinfo)
+    request: Any = None
 
 
 _LOADED: ContextVar[Loaded] = ContextVar("alacop_oidc_loaded")
@@ -120,6 +121,12 @@ class OAuthClient:
 
     def get_client_id(self) -> str:
         return self.client.client_id
+
+    @property
+    def client_metadata(self) -> dict[str, object]:
+        # Read by Authlib's UserInfoEndpoint for `userinfo_signed_response_alg`: the portal answers
+        # userinfo in plain JSON (over TLS, to the bearer), so no application asks for a signed one.
+        return {}
 
     def get_default_redirect_uri(self) -> None:
         # OpenID Connect requires redirect_uri on every request; there is no default.
