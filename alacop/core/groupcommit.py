@@ -7,9 +7,11 @@ writer per process takes whatever is waiting, runs all of it in one transaction,
 one head lock, one fsync, for the whole batch. Each request still gets its answer only after the
 commit that holds its rows, so nothing is acknowledged before it is durable.
 
-A request's work runs inside the shared transaction and must keep all its effects there. If any work
-in a batch raises, the batch rolls back and every work in it runs again alone, in its own
-transaction, so one bad request never fails the others.
+A request's work runs inside the shared transaction and must keep all its effects there. After every
+work of a batch has run, `finish` (when given) gets the transaction and their results, in order, to
+write what they decided in bulk (one statement for many rows). If anything in a batch raises, the
+batch rolls back and every work in it runs again alone, in its own transaction, so one bad request
+never fails the others.
 """
 
 from __future__ import annotations
@@ -24,10 +26,14 @@ T = TypeVar("T")
 Work = Callable[[Transaction], Awaitable[Any]]
 
 
+Finish = Callable[[Transaction, list[Any]], Awaitable[None]]
+
+
 class GroupCommit:
-    def __init__(self, store: Store, *, max_batch: int = 64) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 64, finish: Finish | None = None) -> None:
         self._store = store
         self._max = max_batch
+        self._finish = finish
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
         self._writer: asyncio.Task[None] | None = None
         # How many batches and works went through; read by tests and benchmarks.
@@ -66,6 +72,8 @@ class GroupCommit:
     async def _together(self, works: list[Work]) -> list[Any]:
         async with self._store.transaction() as tx:
             results = [await work(tx) for work in works]
+            if self._finish is not None:
+                await self._finish(tx, results)
         self.batches += 1
         self.works += len(works)
         return results
@@ -75,6 +83,8 @@ class GroupCommit:
             try:
                 async with self._store.transaction() as tx:
                     result = await work(tx)
+                    if self._finish is not None:
+                        await self._finish(tx, [result])
             except Exception as exc:
                 if not done.done():
                     done.set_exception(exc)

@@ -1092,12 +1092,11 @@ class SqlTokens(_Repo):
             revoked_at=dt(r["revoked_at"]),
         )
 
-    async def add(self, token: IssuedToken) -> None:
-        t = token
+    _INSERT = f"INSERT INTO oauth_tokens ({_TOKEN_FIELDS}) VALUES ({', '.join(f'${i}' for i in range(1, 18))})"
+
+    def _row(self, t: IssuedToken) -> tuple[Any, ...]:
         ts = self.conn.ts
-        marks = ", ".join(f"${i}" for i in range(1, 18))
-        await self.conn.execute(
-            f"INSERT INTO oauth_tokens ({_TOKEN_FIELDS}) VALUES ({marks})",
+        return (
             t.id,
             t.family_id,
             t.client_id,
@@ -1116,6 +1115,15 @@ class SqlTokens(_Repo):
             ts(t.refreshed_at),
             ts(t.revoked_at),
         )
+
+    async def add(self, token: IssuedToken) -> None:
+        await self.conn.execute(self._INSERT, *self._row(token))
+
+    async def add_many(self, tokens: Sequence[IssuedToken]) -> None:
+        if len(tokens) == 1:
+            await self.add(tokens[0])
+        elif tokens:
+            await self.conn.executemany(self._INSERT, [self._row(t) for t in tokens])
 
     async def by_access_hash(self, access_hash: str) -> IssuedToken | None:
         row = await self.conn.fetchrow(f"SELECT {_TOKEN_FIELDS} FROM oauth_tokens WHERE access_hash = $1", access_hash)

@@ -100,3 +100,30 @@ async def test_a_write_whose_waiter_went_away_does_not_stop_the_others(store: Sq
     assert abandoned.cancelled()
     # The abandoned write was already queued: it is committed all the same, and nothing hangs.
     assert sorted(await _records(store)) == [1, 2, 2]
+
+
+async def test_finish_writes_what_the_works_decided_once_per_transaction(store: SqlStore) -> None:
+    seen: list[list[int]] = []
+
+    async def finish(tx: Transaction, results: list[int]) -> None:
+        seen.append(list(results))
+        for n in results:
+            if n >= 0:
+                await tx.audit.append(_event(n), CTX)
+
+    commits = GroupCommit(store, finish=finish)
+
+    def work(n: int) -> Callable[[Transaction], Awaitable[int]]:
+        async def decide(tx: Transaction) -> int:
+            if n == 13:
+                raise RuntimeError("unlucky")
+            return n
+
+        return decide
+
+    outcomes = await asyncio.gather(*(commits.run(work(n)) for n in (1, 2, 13, 4)), return_exceptions=True)
+    assert outcomes[:2] == [1, 2] and outcomes[3] == 4
+    assert isinstance(outcomes[2], RuntimeError)
+    # The batch with the failing work rolled back; then each ran alone, finish once per transaction.
+    assert sorted(await _records(store)) == [1, 2, 4]
+    assert [1] in seen and [2] in seen and [4] in seen

@@ -13,7 +13,7 @@ from authlib.oauth2.rfc6749 import errors as oauth_errors
 from cryptography.fernet import Fernet
 
 from alacop.core.context import RequestContext
-from alacop.core.oidc import IssuedToken
+from alacop.core.oidc import Client, IssuedToken, client_secret_hash, new_client_secret
 from alacop.protocols.oidc._util import secret_hash
 from alacop.protocols.oidc.server import (
     CodeModel,
@@ -24,7 +24,7 @@ from alacop.protocols.oidc.server import (
     basic_credentials,
     transport_base,
 )
-from alacop.protocols.oidc.tokens import TokenResponse
+from alacop.protocols.oidc.tokens import ClientCache, TokenResponse
 from tests.conftest import Harness, audit_details
 from tests.protocols.conftest import ISSUER, REDIRECT, authorize, code_for, exchange, pkce, query_of, register
 
@@ -275,3 +275,66 @@ def test_userinfo_runs_authlibs_endpoint_and_bearer_validator(signed_in: Harness
     # An expired token is refused (a disabled application's: test_oidc_tokens.py).
     h.clock.advance(timedelta(seconds=rp.client.access_token_seconds))
     assert h.client.get("/oauth/userinfo", headers=header).status_code == 401
+
+
+def _save_client(h: Harness, client: Client) -> None:
+    async def save() -> None:
+        async with h.portal.deps.store.transaction() as tx:
+            await tx.clients.update(client)
+
+    h.run(save)
+
+
+def _client_credentials(h: Harness, auth: tuple[str, str] | None, **extra: str) -> Any:
+    return h.client.post("/oauth/token", data={"grant_type": "client_credentials", **extra}, auth=auth)
+
+
+def test_the_client_cache_spares_the_read_but_never_decides_alone(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h, scopes=("openid", "profile"))
+    assert _client_credentials(h, rp.auth).status_code == 200
+    endpoint = h.portal.oidc._token
+    assert endpoint.clients.get(rp.client_id, h.clock.now()) == rp.client
+    reads = 0
+    store = h.portal.deps.store
+    real_read = store.read
+
+    def counting_read() -> Any:
+        nonlocal reads
+        reads += 1
+        return real_read()
+
+    store.read = counting_read  # type: ignore[method-assign]
+    try:
+        assert _client_credentials(h, rp.auth).status_code == 200
+        assert reads == 0  # decided on the cached application, checked inside the write
+    finally:
+        store.read = real_read  # type: ignore[method-assign]
+    issued = len(h.events("TokenIssued"))
+
+    # A rotated secret: the old one stops at once, the new one works at once.
+    new_secret = new_client_secret()
+    _save_client(h, replace(rp.client, secret_hash=client_secret_hash(h.portal.deps.pepper, new_secret)))
+    assert _client_credentials(h, rp.auth).status_code == 401
+    assert _client_credentials(h, (rp.client_id, new_secret)).status_code == 200
+    assert len(h.events("TokenIssued")) == issued + 1
+
+    # Disabled: refused at once, though the cache still held it as enabled, and nothing written.
+    cached = endpoint.clients.get(rp.client_id, h.clock.now())
+    assert cached is not None and cached.active
+    _save_client(h, replace(cached, disabled_at=h.clock.now()))
+    refused = _client_credentials(h, (rp.client_id, new_secret))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    assert len(h.events("TokenIssued")) == issued + 1
+
+
+def test_a_cached_client_older_than_its_lifetime_is_read_again(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    assert _client_credentials(h, rp.auth).status_code == 200
+    cache = h.portal.oidc._token.clients
+    assert cache.get(rp.client_id, h.clock.now()) is not None
+    h.clock.advance(ClientCache.TTL)
+    assert cache.get(rp.client_id, h.clock.now()) is None
+    assert _client_credentials(h, rp.auth).status_code == 200
+    assert cache.get(rp.client_id, h.clock.now()) is not None

@@ -180,3 +180,35 @@ async def test_tokens_rotate_once_and_revoke_by_family_code_and_session(store: S
     async with store.read() as db:
         gone = await db.tokens.by_access_hash("a2" * 32)
         assert gone is not None and gone.revoked_at == T0 + timedelta(minutes=3)
+
+
+async def test_tokens_added_many_at_once_read_back_the_same(store: SqlStore) -> None:
+    user = await _user(store)
+    base = IssuedToken(
+        id=str(uuid.uuid4()),
+        family_id="fam",
+        client_id="c" * 24,
+        user_id=user.id,
+        scope="openid",
+        issued_at=T0,
+        access_expires_at=T0 + timedelta(minutes=5),
+        access_hash="b0" * 32,
+        amr=("pwd", "otp"),
+        acr="aal2",
+        auth_time=T0,
+    )
+    tokens = [replace(base, id=str(uuid.uuid4()), access_hash=f"b{n}" * 32) for n in range(1, 4)]
+    async with store.transaction() as tx:
+        await tx.clients.add(_client())
+        await tx.tokens.add_many([])
+        await tx.tokens.add_many(tokens[:1])
+        await tx.tokens.add_many(tokens[1:])
+    async with store.read() as tx:
+        for token in tokens:
+            assert await tx.tokens.by_access_hash(token.access_hash) == token
+    # One bad row (a duplicate id) fails the whole statement, and its transaction with it.
+    with pytest.raises(Exception):  # noqa: B017 - each backend raises its own integrity error
+        async with store.transaction() as tx:
+            await tx.tokens.add_many([replace(base, access_hash="c1" * 32), tokens[0]])
+    async with store.read() as tx:
+        assert await tx.tokens.by_access_hash("c1" * 32) is None

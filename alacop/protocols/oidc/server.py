@@ -72,6 +72,8 @@ class Loaded:
     pepper: bytes
     domain: str
     client: Client | None = None
+    # the client came from the token endpoint's cache, unchecked until the write
+    client_cached: bool = False
     code: AuthorizationCode | None = None
     refresh: IssuedToken | None = None
     user: User | None = None

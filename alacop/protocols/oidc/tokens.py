@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
+from weakref import WeakKeyDictionary
 
 from authlib.oauth2.rfc6749 import errors as oauth_errors
 from joserfc import jwt
@@ -107,13 +108,72 @@ async def audit_refusal(
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """What one token request's part of a shared transaction decided."""
+
+    outcome: Literal["written", "lost", "stale"]
+    token: IssuedToken | None = None
+    event: AuditEvent | None = None
+    ctx: RequestContext | None = None
+
+
+async def _finish(tx: Transaction, results: list[_Write]) -> None:
+    """The batch's new tokens in one statement, then their events, in the order decided."""
+    written = [r for r in results if r.outcome == "written"]
+    await tx.tokens.add_many([r.token for r in written if r.token is not None])
+    for r in written:
+        assert r.event is not None
+        assert r.ctx is not None
+        await tx.audit.append(r.event, r.ctx)
+
+
+class ClientCache:
+    """Applications as last read, so a token request needs no read of its own (one process's copy).
+
+    Never trusted alone: a request decided on a cached application is written only if, inside the
+    write's transaction, the application's row is still exactly what was decided on (`current`);
+    otherwise, and on any refusal, the request is decided again on a fresh read. So a disabled
+    application, a rotated secret or a narrowed scope takes effect at once, as without the cache.
+    """
+
+    TTL = timedelta(seconds=60)
+    MAX = 1024
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Client, datetime]] = {}
+        # Within one shared transaction, each application is read once however many tokens it gets.
+        self._seen: WeakKeyDictionary[Transaction, dict[str, Client | None]] = WeakKeyDictionary()
+
+    def get(self, client_id: str, now: datetime) -> Client | None:
+        entry = self._entries.get(client_id)
+        if entry is None or now - entry[1] >= self.TTL:
+            return None
+        return entry[0]
+
+    def put(self, client: Client, now: datetime) -> None:
+        if len(self._entries) >= self.MAX:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[client.client_id] = (client, now)
+
+    def drop(self, client_id: str) -> None:
+        self._entries.pop(client_id, None)
+
+    async def current(self, tx: Transaction, client_id: str) -> Client | None:
+        seen = self._seen.setdefault(tx, {})
+        if client_id not in seen:
+            seen[client_id] = await tx.clients.get(client_id)
+        return seen[client_id]
+
+
 class TokenEndpoint:
     def __init__(self, deps: Deps, issuer: str, keys: KeyRing) -> None:
         self._deps = deps
         self._issuer = issuer
         self._keys = keys
         self.server = PortalServer(issuer, self._mint)
-        self.commits = GroupCommit(deps.store)
+        self.commits = GroupCommit(deps.store, finish=_finish)
+        self.clients = ClientCache()
 
     async def handle(
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
@@ -128,34 +188,55 @@ class TokenEndpoint:
         except oauth_errors.OAuth2Error as exc:
             await audit_refusal(self._deps, state, "token", exc, form, ctx)
             return refusal(exc)
-        await self._read(state, client_id, form)
         request = PortalRequest("POST", self.server.base + TOKEN_PATH, items, authorization)
-        answer: Answer = decide(state, lambda: self.server.create_token_response(request))
-        if state.refused is not None:
-            if state.reused is not None and state.client is not None:
+        # First on the application as last seen (no read of its own); a refusal, or an application
+        # changed since, is decided again on a fresh read, so the cache never refuses or allows alone.
+        for cached in (True, False):
+            state = new_state(self._deps, self._issuer)
+            state.grant_type = form.get("grant_type", "")
+            await self._read(state, client_id, form, cached=cached)
+            answer: Answer = decide(state, lambda: self.server.create_token_response(request))
+            if state.refused is not None:
+                if state.client_cached:
+                    continue
+                if state.reused is not None and state.client is not None:
+                    await self._reused(state, ctx)
+                await audit_refusal(self._deps, state, "token", state.refused, form, ctx)
+                return TokenResponse(answer.status, answer.body, answer.headers)
+            written = await self._write(state, ctx)
+            if written == "stale":
+                assert client_id is not None
+                self.clients.drop(client_id)
+                continue
+            if written == "lost":
                 await self._reused(state, ctx)
-            await audit_refusal(self._deps, state, "token", state.refused, form, ctx)
+                lost = oauth_errors.InvalidGrantError(
+                    "the code is not valid" if state.spend == "code" else "the refresh token is not valid"
+                )
+                await audit_refusal(self._deps, state, "token", lost, form, ctx)
+                return refusal(lost)
             return TokenResponse(answer.status, answer.body, answer.headers)
-        if not await self._write(state, ctx):
-            await self._reused(state, ctx)
-            lost = oauth_errors.InvalidGrantError(
-                "the code is not valid" if state.spend == "code" else "the refresh token is not valid"
-            )
-            await audit_refusal(self._deps, state, "token", lost, form, ctx)
-            return refusal(lost)
-        return TokenResponse(answer.status, answer.body, answer.headers)
+        raise AssertionError("a fresh read is never stale")
 
-    async def _read(self, state: Loaded, client_id: str | None, form: Mapping[str, str]) -> None:
+    async def _read(self, state: Loaded, client_id: str | None, form: Mapping[str, str], *, cached: bool) -> None:
         """Everything Authlib may ask about: the client, and the code or refresh token with the user,
         agency and session behind it. Hashes only; what is not found is simply not there."""
         if not client_id or not CLIENT_ID_FORMAT.fullmatch(client_id):
             return
         code = form.get("code", "") if state.grant_type == "authorization_code" else ""
         presented = form.get("refresh_token", "") if state.grant_type == "refresh_token" else ""
+        state.client = self.clients.get(client_id, state.now) if cached else None
+        state.client_cached = state.client is not None
+        if state.client_cached and not code and not presented:
+            if state.grant_type in GRANT_TYPES:
+                state.signer = await self._keys.signer()
+            return
         async with self._deps.store.read() as tx:
-            state.client = await tx.clients.get(client_id)
             if state.client is None:
-                return
+                state.client = await tx.clients.get(client_id)
+                if state.client is None:
+                    return
+                self.clients.put(state.client, state.now)
             user_id: str | None = None
             if code and len(code) <= 128:
                 state.code = await tx.codes.get(secret_hash(code))
@@ -287,7 +368,7 @@ class TokenEndpoint:
         return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
 
     # -- writing what Authlib decided --------------------------------------------------------------
-    async def _write(self, state: Loaded, ctx: RequestContext) -> bool:
+    async def _write(self, state: Loaded, ctx: RequestContext) -> Literal["written", "lost", "stale"]:
         """Spend what the grant consumed and store what it issued, in one transaction; False when the
         spend lost, i.e. this was a second use at the same moment. A lost spend writes nothing, so it
         leaves the rest of a shared transaction alone."""
@@ -301,21 +382,25 @@ class TokenEndpoint:
             grant_type = "authorization_code"
         event = self._issued(kind, grant_type, state, token)
 
-        async def work(tx: Transaction) -> bool:
+        decided_on = state.client if state.client_cached else None
+
+        async def work(tx: Transaction) -> _Write:
+            if decided_on is not None and await self.clients.current(tx, decided_on.client_id) != decided_on:
+                # Disabled, re-keyed or changed since it was cached: nothing is written, decide again.
+                return _Write("stale")
             if state.spend == "code":
                 assert state.code is not None
                 if not await tx.codes.spend(state.code.code_hash, state.now):
-                    return False
+                    return _Write("lost")
             elif state.spend == "refresh":
                 assert state.refresh is not None
                 if not await tx.tokens.mark_refreshed(state.refresh.id, state.now):
-                    return False
-            await tx.tokens.add(token)
-            await tx.audit.append(event, ctx)
-            return True
+                    return _Write("lost")
+            # The token and its event are written by _finish, with the rest of the batch's.
+            return _Write("written", token, event, ctx)
 
         # Shared with the other tokens being written at this moment: one head lock, one durable commit.
-        return await self.commits.run(work)
+        return (await self.commits.run(work)).outcome
 
     async def _reused(self, state: Loaded, ctx: RequestContext) -> None:
         """Something single-use came back: revoke what its first use produced, and record it.
