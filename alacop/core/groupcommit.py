@@ -30,12 +30,18 @@ Finish = Callable[[Transaction, list[Any]], Awaitable[None]]
 
 
 class GroupCommit:
-    def __init__(self, store: Store, *, max_batch: int = 64, finish: Finish | None = None) -> None:
+    """`writers` batches may be in flight at once: while one waits for its durable commit the next does
+    its statements, and takes the chain's head lock (the transaction's last step) when the first lets
+    go of it. Two writers that ever deadlock on a row are undone by the database, and their works are
+    run again alone."""
+
+    def __init__(self, store: Store, *, max_batch: int = 64, finish: Finish | None = None, writers: int = 2) -> None:
         self._store = store
         self._max = max_batch
         self._finish = finish
+        self._writers_max = writers
         self._queue: list[tuple[Work, asyncio.Future[Any]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
         # How many batches and works went through; read by tests and benchmarks.
         self.batches = 0
         self.works = 0
@@ -45,8 +51,10 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         self._queue.append((work, done))
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._drain())
+        if len(self._writers) < self._writers_max:
+            writer = loop.create_task(self._drain())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await done
 
     async def _drain(self) -> None:
@@ -62,12 +70,13 @@ class GroupCommit:
                 for (_, done), result in zip(batch, results, strict=True):
                     if not done.done():
                         done.set_result(result)
-        finally:
-            # Cancelled (shutdown): nobody may wait for ever on a batch that will not be written.
+        except asyncio.CancelledError:
+            # Shutdown: nobody may wait for ever on a batch that will not be written.
             for _, done in self._queue:
                 if not done.done():
                     done.set_exception(RuntimeError("the writer stopped before this write"))
             self._queue.clear()
+            raise
 
     async def _together(self, works: list[Work]) -> list[Any]:
         async with self._store.transaction() as tx:

@@ -57,10 +57,9 @@ def refusal(error: oauth_errors.OAuth2Error) -> TokenResponse:
 def check_shape(items: list[tuple[str, str]], authorization: str | None) -> str | None:
     """What Authlib leaves to the server: each parameter once (RFC 6749 3.2), one client authentication
     method (RFC 6749 2.3), a Basic header that decodes. Returns the client id the request names."""
-    names = [name for name, _ in items]
-    if any(names.count(n) > 1 for n in set(names)):
-        raise oauth_errors.InvalidRequestError("a parameter was repeated")
     form = dict(items)
+    if len(form) != len(items):
+        raise oauth_errors.InvalidRequestError("a parameter was repeated")
     basic = basic_credentials(authorization)
     if basic is None:
         return form.get("client_id")
