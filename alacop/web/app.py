@@ -45,7 +45,7 @@ from alacop.help.content import HelpCenter
 from alacop.protocols.oidc.provider import Provider
 from alacop.protocols.saml.provider import SamlProvider
 from alacop.web import http
-from alacop.web.middleware import PortalMiddleware, PublicDocument, PublicDocuments
+from alacop.web.middleware import ApiRoutes, PortalMiddleware, PublicDocument, PublicDocuments
 from alacop.web.render import error_page
 from alacop.web.routes import account, admin, login, oidc, pages, recover, register, saml, security
 from alacop.web.routes import help as help_routes
@@ -181,7 +181,8 @@ def create_app(
             await deps.store.close()
 
     routes = [
-        # Applications' servers call these many times a second: matched first, before the pages.
+        # Applications' servers call these many times a second: POSTs to the first three and userinfo
+        # are answered by ApiRoutes before the router; the router keeps them for the other methods.
         Route("/oauth/token", oidc.token, methods=["POST"]),
         Route("/oauth/userinfo", oidc.userinfo, methods=["GET", "POST"]),
         Route("/oauth/revoke", oidc.revoke, methods=["POST"]),
@@ -292,6 +293,17 @@ def create_app(
         middleware=[
             Middleware(PublicDocuments, documents=_public_documents, hsts=settings.secure_cookies),
             Middleware(PortalMiddleware, hsts=settings.secure_cookies),
+            Middleware(
+                ApiRoutes,
+                routes={
+                    ("POST", "/oauth/token"): oidc.token,
+                    ("POST", "/oauth/revoke"): oidc.revoke,
+                    ("POST", "/oauth/introspect"): oidc.introspect,
+                    ("GET", "/oauth/userinfo"): oidc.userinfo,
+                    ("POST", "/oauth/userinfo"): oidc.userinfo,
+                },
+                on_error=_alacop_error,
+            ),
         ],
         exception_handlers={
             AlacopError: _alacop_error,

@@ -9,7 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from alacop.core.errors import AlacopError
 
 access_log = logging.getLogger("alacop.access")
 log = logging.getLogger("alacop")
@@ -154,3 +158,36 @@ def _log_access(scope: Scope, status: int, started: float, request_id: str) -> N
         "ua": headers.get(b"user-agent", b"").decode("latin-1")[:200],
     }
     access_log.info(json.dumps(entry, separators=(",", ":")))
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ApiRoutes:
+    """The endpoints applications' servers call many times a second (token, revocation, introspection,
+    userinfo), answered before Starlette's exception middleware and router, inside PortalMiddleware
+    (so with the portal's headers and the access log). Their handlers are the same route functions the
+    router holds; a portal error they raise gets the same page as through the router."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        routes: dict[tuple[str, str], Handler],
+        on_error: Callable[[Request, Exception], Awaitable[Response]],
+    ) -> None:
+        self.app = app
+        self.routes = routes
+        self.on_error = on_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.routes.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await handler(request)
+        except AlacopError as exc:
+            response = await self.on_error(request, exc)
+        await response(scope, receive, send)

@@ -6,7 +6,11 @@ import json
 import logging
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
+from alacop.core.errors import InvalidInput
+from alacop.web.middleware import ApiRoutes
 from tests.conftest import Harness
 
 
@@ -340,3 +344,44 @@ def test_flow_creation_is_rate_limited_per_address(app_factory) -> None:  # type
         statuses.append(h.client.get("/login", follow_redirects=False).status_code)
     assert statuses[:8] == [200] * 8
     assert statuses[8:] == [429, 429]
+
+
+# -- ApiRoutes (web/middleware.py) ------------------------------------------------------------------
+def test_api_routes_answer_inside_the_portal_headers_and_leave_other_methods_to_the_router(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="alacop.access"):
+        answer = harness.client.post("/oauth/token", data={"grant_type": "client_credentials"})
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    # PortalMiddleware still wraps it: security headers, a request id and an access-log line.
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["cache-control"] == "no-store"
+    assert any(json.loads(r.getMessage())["path"] == "/oauth/token" for r in caplog.records)
+    # Methods ApiRoutes does not take still reach the router.
+    assert harness.client.get("/oauth/token").status_code == 405
+    assert harness.client.options("/oauth/token", headers={"Origin": "https://x.example"}).status_code == 204
+
+
+async def test_a_portal_error_raised_by_an_api_route_gets_the_portals_error_answer() -> None:
+    sent: list[dict[str, object]] = []
+
+    async def handler(request: Request) -> Response:
+        raise InvalidInput("bad", code="bad_thing")
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidInput)
+        return PlainTextResponse(exc.code, status_code=exc.status)
+
+    async def router(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("the router is not reached")
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    app = ApiRoutes(router, routes={("POST", "/oauth/token"): handler}, on_error=on_error)  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "POST", "path": "/oauth/token", "headers": [], "query_string": b""}
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 400 and sent[1]["body"] == b"bad_thing"
