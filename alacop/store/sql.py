@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from functools import cached_property
@@ -71,15 +71,22 @@ class _Repo:
             raise Conflict(detail, code=conflict) from exc
 
 
+_AGENCY_COLUMNS = ("id", "ori", "name", "email_domains", "created_at")
+
+
+def _agency_row(row: Row, dt: Callable[[Any], datetime | None], prefix: str = "") -> Agency:
+    return Agency(
+        id=row[prefix + "id"],
+        ori=row[prefix + "ori"],
+        name=row[prefix + "name"],
+        email_domains=tuple(json.loads(row[prefix + "email_domains"])),
+        created_at=dt(row[prefix + "created_at"]),  # type: ignore[arg-type]
+    )
+
+
 class SqlAgencies(_Repo):
     def _agency(self, row: Row) -> Agency:
-        return Agency(
-            id=row["id"],
-            ori=row["ori"],
-            name=row["name"],
-            email_domains=tuple(json.loads(row["email_domains"])),
-            created_at=self.conn.dt(row["created_at"]),
-        )
+        return _agency_row(row, self.conn.dt)
 
     async def add(self, agency: Agency) -> None:
         await self._insert(
@@ -132,6 +139,15 @@ class SqlAgencies(_Repo):
             "SELECT agency_id FROM coordinator_agencies WHERE user_id = $1 ORDER BY agency_id", user_id
         )
         return [r["agency_id"] for r in rows]
+
+
+_USER_WITH_AGENCY = (
+    "SELECT "
+    + ", ".join(f"u.{c.strip()}" for c in _USER_FIELDS.split(","))
+    + ", "
+    + ", ".join(f"a.{c} AS agency__{c}" for c in _AGENCY_COLUMNS)
+    + " FROM users u LEFT JOIN agencies a ON a.id = u.agency_id WHERE u.id = $1"
+)
 
 
 class SqlUsers(_Repo):
@@ -188,6 +204,14 @@ class SqlUsers(_Repo):
         lock = self.conn.for_update if for_update else ""
         row = await self.conn.fetchrow(f"SELECT {_USER_FIELDS} FROM users WHERE id = $1{lock}", user_id)
         return self._user(row) if row else None
+
+    async def get_with_agency(self, user_id: str) -> tuple[User, Agency | None] | None:
+        # One round trip for the token endpoint and userinfo, which need both for every token.
+        row = await self.conn.fetchrow(_USER_WITH_AGENCY, user_id)
+        if row is None:
+            return None
+        agency = _agency_row(row, self.conn.dt, "agency__") if row["agency__id"] is not None else None
+        return self._user(row), agency
 
     async def by_username(self, username: str) -> User | None:
         row = await self.conn.fetchrow(f"SELECT {_USER_FIELDS} FROM users WHERE username = $1", username)

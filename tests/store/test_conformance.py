@@ -296,3 +296,14 @@ async def test_parallel_attempts_claim_no_more_than_the_threshold(database_url: 
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_user_with_agency_in_one_read(store: SqlStore) -> None:
+    agency = _agency()
+    user = _user(agency)
+    async with store.transaction() as tx:
+        await tx.agencies.add(agency)
+        await tx.users.add(user)
+    async with store.read() as tx:
+        assert await tx.users.get_with_agency(user.id) == (user, agency)
+        assert await tx.users.get_with_agency(str(uuid.uuid4())) is None

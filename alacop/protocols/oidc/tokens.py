@@ -247,8 +247,8 @@ class TokenEndpoint:
                 if state.refresh is not None and state.refresh.client_id == client_id:
                     user_id = state.refresh.user_id
             if user_id:
-                state.user = await tx.users.get(user_id)
-                state.agency = await tx.agencies.get(state.user.agency_id) if state.user else None
+                found = await tx.users.get_with_agency(user_id)
+                state.user, state.agency = found if found else (None, None)
         session = state.session
         state.session_live = (
             session is not None and session.ended_at is None and not session.expiry_reason(state.now, self._deps.policy)

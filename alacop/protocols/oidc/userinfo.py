@@ -141,8 +141,8 @@ async def userinfo(
             state.found = await tx.tokens.by_access_hash(secret_hash(token))
             if state.found is not None:
                 state.client = await tx.clients.get(state.found.client_id)
-                state.user = await tx.users.get(state.found.user_id) if state.found.user_id else None
-                state.agency = await tx.agencies.get(state.user.agency_id) if state.user else None
+                found = await tx.users.get_with_agency(state.found.user_id) if state.found.user_id else None
+                state.user, state.agency = found if found else (None, None)
     # Authlib reads the header: a token from the form body is handed over the same way.
     state.request = PortalRequest("GET", server.base + PATH, [], f"Bearer {token}")
     answer = decide(state, lambda: server.create_endpoint_response("userinfo", state.request))
