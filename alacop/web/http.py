@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -45,12 +46,18 @@ def client_ip(request: Request) -> str:
             address = hop
             if not _in(hop, networks):
                 break
-    try:
-        address = str(ipaddress.ip_address(address))
-    except ValueError:
-        address = peer
+    address = _normalised(address) or peer
     request.scope.setdefault("state", {})["client_ip"] = address
     return address
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalised(address: str) -> str | None:
+    """An address in its canonical spelling (so one client has one rate-limit key), or None."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
 
 
 def _in(address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:

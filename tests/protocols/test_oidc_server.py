@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749 import errors as oauth_errors
 from cryptography.fernet import Fernet
 
@@ -338,3 +339,14 @@ def test_a_cached_client_older_than_its_lifetime_is_read_again(signed_in: Harnes
     assert cache.get(rp.client_id, h.clock.now()) is None
     assert _client_credentials(h, rp.auth).status_code == 200
     assert cache.get(rp.client_id, h.clock.now()) is not None
+
+
+def test_portal_request_sets_what_authlibs_request_sets() -> None:
+    """PortalRequest skips OAuth2Request.__init__ (its https check is made once, at start); it must
+    still set every attribute Authlib's own initialiser sets, or a grant would fail on a missing one."""
+    ours = PortalRequest("POST", ISSUER + "/oauth/token", [("a", "1")], "Basic x")
+    theirs = OAuth2Request("POST", ISSUER + "/oauth/token", headers={"Authorization": "Basic x"})
+    assert set(vars(theirs)) <= set(vars(ours))
+    assert {k: v for k, v in vars(ours).items() if k != "payload"} == {
+        k: v for k, v in vars(theirs).items() if k != "payload"
+    }

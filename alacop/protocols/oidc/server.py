@@ -240,7 +240,19 @@ class PortalRequest(OAuth2Request):  # type: ignore[misc]
     """An already-read request: the query or form items and the Authorization header."""
 
     def __init__(self, method: str, uri: str, items: Iterable[tuple[str, str]], authorization: str | None) -> None:
-        super().__init__(method, uri, headers={"Authorization": authorization} if authorization else {})
+        # OAuth2Request.__init__ less its https check, which `transport_base` made once for the only
+        # base these addresses have (PortalServer.base); the rest is what it sets (Authlib 1.9).
+        self.method = method
+        self.uri = uri
+        self.headers = {"Authorization": authorization} if authorization else {}
+        self._body: Any = None
+        self.client: Any = None
+        self.auth_method: Any = None
+        self.user: Any = None
+        self.authorization_code: Any = None
+        self.refresh_token: Any = None
+        self.credential: Any = None
+        self._scope: Any = None
         self.payload = _Payload(items)
 
     @property

@@ -178,14 +178,12 @@ class TokenEndpoint:
         self, items: list[tuple[str, str]], authorization: str | None, ctx: RequestContext
     ) -> TokenResponse:
         form = dict(items)
-        state = new_state(self._deps, self._issuer)
-        state.grant_type = form.get("grant_type", "")
         try:
             client_id = check_shape(items, authorization)
-            if not state.grant_type:
+            if not form.get("grant_type"):
                 raise oauth_errors.InvalidRequestError("grant_type is required")
         except oauth_errors.OAuth2Error as exc:
-            await audit_refusal(self._deps, state, "token", exc, form, ctx)
+            await audit_refusal(self._deps, new_state(self._deps, self._issuer), "token", exc, form, ctx)
             return refusal(exc)
         request = PortalRequest("POST", self.server.base + TOKEN_PATH, items, authorization)
         # First on the application as last seen (no read of its own); a refusal, or an application
