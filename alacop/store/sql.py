@@ -141,9 +141,33 @@ class SqlAgencies(_Repo):
         return [r["agency_id"] for r in rows]
 
 
+def _user_row(row: Row, dt: Callable[[Any], datetime | None], prefix: str = "") -> User:
+    def col(name: str) -> Any:
+        return row[prefix + name]
+
+    return User(
+        id=col("id"),
+        username=col("username"),
+        email=col("email"),
+        name=col("name"),
+        agency_id=col("agency_id"),
+        role=Role(col("role")),
+        status=UserStatus(col("status")),
+        password_hash=col("password_hash"),
+        password_changed_at=dt(col("password_changed_at")),
+        must_change_password=bool(col("must_change_password")),
+        created_at=dt(col("created_at")),  # type: ignore[arg-type]
+        last_login_at=dt(col("last_login_at")),
+        disabled_at=dt(col("disabled_at")),
+        meta=json.loads(col("meta") or "{}"),
+        training_date=date.fromisoformat(col("training_date")) if col("training_date") else None,
+    )
+
+
+_USER_COLUMNS = tuple(c.strip() for c in _USER_FIELDS.split(","))
 _USER_WITH_AGENCY = (
     "SELECT "
-    + ", ".join(f"u.{c.strip()}" for c in _USER_FIELDS.split(","))
+    + ", ".join(f"u.{c}" for c in _USER_COLUMNS)
     + ", "
     + ", ".join(f"a.{c} AS agency__{c}" for c in _AGENCY_COLUMNS)
     + " FROM users u LEFT JOIN agencies a ON a.id = u.agency_id WHERE u.id = $1"
@@ -152,24 +176,7 @@ _USER_WITH_AGENCY = (
 
 class SqlUsers(_Repo):
     def _user(self, row: Row) -> User:
-        dt = self.conn.dt
-        return User(
-            id=row["id"],
-            username=row["username"],
-            email=row["email"],
-            name=row["name"],
-            agency_id=row["agency_id"],
-            role=Role(row["role"]),
-            status=UserStatus(row["status"]),
-            password_hash=row["password_hash"],
-            password_changed_at=dt(row["password_changed_at"]),
-            must_change_password=bool(row["must_change_password"]),
-            created_at=dt(row["created_at"]),  # type: ignore[arg-type]
-            last_login_at=dt(row["last_login_at"]),
-            disabled_at=dt(row["disabled_at"]),
-            meta=json.loads(row["meta"] or "{}"),
-            training_date=date.fromisoformat(row["training_date"]) if row["training_date"] else None,
-        )
+        return _user_row(row, self.conn.dt)
 
     def _values(self, user: User) -> tuple[Any, ...]:
         ts = self.conn.ts
@@ -1093,6 +1100,18 @@ _TOKEN_FIELDS = (
 )
 
 
+_REFRESH_GRANT = (
+    "SELECT "
+    + ", ".join(f"t.{c.strip()}" for c in _TOKEN_FIELDS.split(","))
+    + ", "
+    + ", ".join(f"u.{c} AS user__{c}" for c in _USER_COLUMNS)
+    + ", "
+    + ", ".join(f"a.{c} AS agency__{c}" for c in _AGENCY_COLUMNS)
+    + " FROM oauth_tokens t LEFT JOIN users u ON u.id = t.user_id LEFT JOIN agencies a ON a.id = u.agency_id"
+    + " WHERE t.refresh_hash = $1"
+)
+
+
 class SqlTokens(_Repo):
     def _token(self, r: Row) -> IssuedToken:
         dt = self.conn.dt
@@ -1158,6 +1177,16 @@ class SqlTokens(_Repo):
             f"SELECT {_TOKEN_FIELDS} FROM oauth_tokens WHERE refresh_hash = $1", refresh_hash
         )
         return self._token(row) if row else None
+
+    async def refresh_grant(self, refresh_hash: str) -> tuple[IssuedToken, User | None, Agency | None] | None:
+        # One round trip for the refresh grant: the token, its user and the user's agency.
+        row = await self.conn.fetchrow(_REFRESH_GRANT, refresh_hash)
+        if row is None:
+            return None
+        dt = self.conn.dt
+        user = _user_row(row, dt, "user__") if row["user__id"] is not None else None
+        agency = _agency_row(row, dt, "agency__") if row["agency__id"] is not None else None
+        return self._token(row), user, agency
 
     async def mark_refreshed(self, token_id: str, at: datetime) -> bool:
         count = await self.conn.execute(

@@ -212,3 +212,33 @@ async def test_tokens_added_many_at_once_read_back_the_same(store: SqlStore) -> 
             await tx.tokens.add_many([replace(base, access_hash="c1" * 32), tokens[0]])
     async with store.read() as tx:
         assert await tx.tokens.by_access_hash("c1" * 32) is None
+
+
+async def test_refresh_grant_reads_the_token_with_its_user_and_agency(store: SqlStore) -> None:
+    user = await _user(store)
+    token = IssuedToken(
+        id=str(uuid.uuid4()),
+        family_id="famr",
+        client_id="c" * 24,
+        user_id=user.id,
+        scope="openid offline_access",
+        issued_at=T0,
+        access_expires_at=T0 + timedelta(minutes=5),
+        access_hash="d1" * 32,
+        refresh_hash="e1" * 32,
+        refresh_expires_at=T0 + timedelta(hours=8),
+        amr=("pwd",),
+        acr="aal2",
+        auth_time=T0,
+    )
+    machine = replace(token, id=str(uuid.uuid4()), user_id=None, access_hash="d2" * 32, refresh_hash="e2" * 32)
+    async with store.transaction() as tx:
+        await tx.clients.add(_client())
+        await tx.tokens.add_many([token, machine])
+    async with store.read() as tx:
+        found = await tx.tokens.refresh_grant("e1" * 32)
+        assert found is not None
+        assert found[0] == token and found[1] == user
+        assert found[2] is not None and found[2].id == user.agency_id
+        assert await tx.tokens.refresh_grant("e2" * 32) == (machine, None, None)
+        assert await tx.tokens.refresh_grant("f" * 64) is None

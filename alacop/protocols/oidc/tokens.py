@@ -241,9 +241,9 @@ class TokenEndpoint:
                     user_id = state.code.user_id
                     state.session = await tx.sessions.get(state.code.session_hash)
             elif presented and len(presented) <= 128:
-                state.refresh = await tx.tokens.by_refresh_hash(secret_hash(presented))
-                if state.refresh is not None and state.refresh.client_id == client_id:
-                    user_id = state.refresh.user_id
+                grant = await tx.tokens.refresh_grant(secret_hash(presented))
+                if grant is not None and grant[0].client_id == client_id:
+                    state.refresh, state.user, state.agency = grant
             if user_id:
                 found = await tx.users.get_with_agency(user_id)
                 state.user, state.agency = found if found else (None, None)
