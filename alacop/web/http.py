@@ -76,14 +76,12 @@ def context(request: Request) -> RequestContext:
     )
 
 
-async def read_form(request: Request, *, max_fields: int = 30, max_files: int = 0) -> FormData:
-    """Read a form within the size cap; anything malformed is refused with a 4xx, never a 500.
-
-    Files are refused unless a route asks for them (`max_files`); they count towards the same size cap."""
+async def _read_body(request: Request, types: tuple[str, ...], expected: str) -> bytes:
+    """The body of a request of one of `types`, within the size cap (declared or streamed)."""
     limit = portal(request).settings.max_body_bytes
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype not in FORM_TYPES:
-        raise InvalidInput("expected a form", code="bad_content_type")
+    if ctype not in types:
+        raise InvalidInput(expected, code="bad_content_type")
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -97,9 +95,17 @@ async def read_form(request: Request, *, max_fields: int = 30, max_files: int = 
         if size > limit:
             raise BodyTooLarge("request body over the limit")
         chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request, *, max_fields: int = 30, max_files: int = 0) -> FormData:
+    """Read a form within the size cap; anything malformed is refused with a 4xx, never a 500.
+
+    Files are refused unless a route asks for them (`max_files`); they count towards the same size cap."""
     # Starlette re-reads the body we cached; form parsing enforces field and file limits.
-    request._body = b"".join(chunks)
+    request._body = await _read_body(request, FORM_TYPES, "expected a form")
     try:
+        limit = portal(request).settings.max_body_bytes
         return await request.form(max_files=max_files, max_fields=max_fields, max_part_size=limit)
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise InvalidInput("malformed form", code="malformed_form") from exc
@@ -109,25 +115,11 @@ async def read_urlencoded(request: Request, *, max_fields: int = 30) -> list[tup
     """An application/x-www-form-urlencoded body (what OAuth 2.0 endpoints take, RFC 6749 3.2) as its
     name/value pairs, in order, within the size cap; parsed by the standard library's C-backed
     `parse_qsl` rather than the general form parser, since the protocol endpoints are the hot path."""
-    limit = portal(request).settings.max_body_bytes
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise InvalidInput("expected an application/x-www-form-urlencoded body", code="bad_content_type")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise InvalidInput("bad content-length", code="bad_request")
-        if int(declared) > limit:
-            raise BodyTooLarge("request body over the limit")
-    size = 0
-    chunks: list[bytes] = []
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge("request body over the limit")
-        chunks.append(chunk)
+    body = await _read_body(
+        request, ("application/x-www-form-urlencoded",), "expected an application/x-www-form-urlencoded body"
+    )
     try:
-        text = b"".join(chunks).decode("utf-8")
+        text = body.decode("utf-8")
         return parse_qsl(text, keep_blank_values=True, max_num_fields=max_fields, errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidInput("malformed form", code="malformed_form") from exc

@@ -67,6 +67,26 @@ async def _user(store: SqlStore) -> User:
     return user
 
 
+def _issued(user_id: str | None, **changes: object) -> IssuedToken:
+    """A refresh-capable token of the test client, issued at T0; tests change what they look at."""
+    token = IssuedToken(
+        id=str(uuid.uuid4()),
+        family_id="fam1",
+        client_id="c" * 24,
+        user_id=user_id,
+        scope="openid offline_access",
+        issued_at=T0,
+        access_expires_at=T0 + timedelta(minutes=5),
+        access_hash="a1" * 32,
+        refresh_hash="r1" * 32,
+        refresh_expires_at=T0 + timedelta(hours=8),
+        auth_time=T0,
+        amr=("pwd", "otp"),
+        acr="aal2",
+    )
+    return replace(token, **changes)  # type: ignore[arg-type]
+
+
 async def test_clients_round_trip_update_and_unique_id(store: SqlStore) -> None:
     client = _client()
     async with store.transaction() as tx:
@@ -135,23 +155,7 @@ async def test_codes_are_spent_once_and_purged_after_expiry(store: SqlStore) -> 
 
 async def test_tokens_rotate_once_and_revoke_by_family_code_and_session(store: SqlStore) -> None:
     user = await _user(store)
-    first = IssuedToken(
-        id=str(uuid.uuid4()),
-        family_id="fam1",
-        client_id="c" * 24,
-        user_id=user.id,
-        scope="openid offline_access",
-        issued_at=T0,
-        access_expires_at=T0 + timedelta(minutes=5),
-        access_hash="a1" * 32,
-        refresh_hash="r1" * 32,
-        refresh_expires_at=T0 + timedelta(hours=8),
-        code_hash="h" * 64,
-        session_hash="s" * 64,
-        auth_time=T0,
-        amr=("pwd", "otp"),
-        acr="aal2",
-    )
+    first = _issued(user.id, code_hash="h" * 64, session_hash="s" * 64)
     second = replace(first, id=str(uuid.uuid4()), access_hash="a2" * 32, refresh_hash="r2" * 32, code_hash=None)
     other = replace(
         first,
@@ -184,18 +188,8 @@ async def test_tokens_rotate_once_and_revoke_by_family_code_and_session(store: S
 
 async def test_tokens_added_many_at_once_read_back_the_same(store: SqlStore) -> None:
     user = await _user(store)
-    base = IssuedToken(
-        id=str(uuid.uuid4()),
-        family_id="fam",
-        client_id="c" * 24,
-        user_id=user.id,
-        scope="openid",
-        issued_at=T0,
-        access_expires_at=T0 + timedelta(minutes=5),
-        access_hash="b0" * 32,
-        amr=("pwd", "otp"),
-        acr="aal2",
-        auth_time=T0,
+    base = _issued(
+        user.id, family_id="fam", scope="openid", access_hash="b0" * 32, refresh_hash=None, refresh_expires_at=None
     )
     tokens = [replace(base, id=str(uuid.uuid4()), access_hash=f"b{n}" * 32) for n in range(1, 4)]
     async with store.transaction() as tx:
@@ -216,21 +210,7 @@ async def test_tokens_added_many_at_once_read_back_the_same(store: SqlStore) -> 
 
 async def test_refresh_grant_reads_the_token_with_its_user_and_agency(store: SqlStore) -> None:
     user = await _user(store)
-    token = IssuedToken(
-        id=str(uuid.uuid4()),
-        family_id="famr",
-        client_id="c" * 24,
-        user_id=user.id,
-        scope="openid offline_access",
-        issued_at=T0,
-        access_expires_at=T0 + timedelta(minutes=5),
-        access_hash="d1" * 32,
-        refresh_hash="e1" * 32,
-        refresh_expires_at=T0 + timedelta(hours=8),
-        amr=("pwd",),
-        acr="aal2",
-        auth_time=T0,
-    )
+    token = _issued(user.id, family_id="famr", access_hash="d1" * 32, refresh_hash="e1" * 32, amr=("pwd",))
     machine = replace(token, id=str(uuid.uuid4()), user_id=None, access_hash="d2" * 32, refresh_hash="e2" * 32)
     async with store.transaction() as tx:
         await tx.clients.add(_client())
