@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
@@ -185,14 +186,15 @@ class TokenEndpoint:
         except oauth_errors.OAuth2Error as exc:
             await audit_refusal(self._deps, new_state(self._deps, self._issuer), "token", exc, form, ctx)
             return refusal(exc)
-        request = PortalRequest("POST", self.server.base + TOKEN_PATH, items, authorization)
         # First on the application as last seen (no read of its own); a refusal, or an application
         # changed since, is decided again on a fresh read, so the cache never refuses or allows alone.
         for cached in (True, False):
+            # A new request each time: Authlib writes what it found (client, user, code) onto it.
+            request = PortalRequest("POST", self.server.base + TOKEN_PATH, items, authorization)
             state = new_state(self._deps, self._issuer)
             state.grant_type = form.get("grant_type", "")
             await self._read(state, client_id, form, cached=cached)
-            answer: Answer = decide(state, lambda: self.server.create_token_response(request))
+            answer: Answer = decide(state, partial(self.server.create_token_response, request))
             if state.refused is not None:
                 if state.client_cached:
                     continue
