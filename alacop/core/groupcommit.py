@@ -51,13 +51,15 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         self._queue.append((work, done))
+        # done() rather than the set's size: a writer that has just finished is out of work at once,
+        # though its done-callback has not run yet; counting it could leave this write with no writer.
+        self._writers = {w for w in self._writers if not w.done()}
         if len(self._writers) < self._writers_max:
-            writer = loop.create_task(self._drain())
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
+            self._writers.add(loop.create_task(self._drain()))
         return await done
 
     async def _drain(self) -> None:
+        batch: list[tuple[Work, asyncio.Future[Any]]] = []
         try:
             while self._queue:
                 batch = self._queue[: self._max]
@@ -71,8 +73,9 @@ class GroupCommit:
                     if not done.done():
                         done.set_result(result)
         except asyncio.CancelledError:
-            # Shutdown: nobody may wait for ever on a batch that will not be written.
-            for _, done in self._queue:
+            # Shutdown: nobody may wait for ever on a write that will not be made (this writer's batch,
+            # whose transaction was rolled back, and whatever is still queued).
+            for _, done in [*batch, *self._queue]:
                 if not done.done():
                     done.set_exception(RuntimeError("the writer stopped before this write"))
             self._queue.clear()

@@ -127,3 +127,41 @@ async def test_finish_writes_what_the_works_decided_once_per_transaction(store: 
     # The batch with the failing work rolled back; then each ran alone, finish once per transaction.
     assert sorted(await _records(store)) == [1, 2, 4]
     assert [1] in seen and [2] in seen and [4] in seen
+
+
+async def test_a_write_queued_as_both_writers_finish_still_gets_a_writer(store: SqlStore) -> None:
+    """Writers that have just finished may still be in the set (their done-callbacks not yet run);
+    a write queued then must start a new writer rather than wait for ever."""
+    commits = GroupCommit(store, writers=2)
+
+    async def one(tx: Transaction) -> int:
+        await tx.audit.append(_event(1), CTX)
+        return 1
+
+    async def finished() -> None:
+        return None
+
+    # Two writers that are done but still counted, as between their last step and their callbacks.
+    done_writers = {asyncio.ensure_future(finished()), asyncio.ensure_future(finished())}
+    await asyncio.gather(*done_writers)
+    commits._writers = set(done_writers)
+    assert await asyncio.wait_for(commits.run(one), timeout=10) == 1
+
+
+async def test_cancelled_writers_fail_their_writes_instead_of_leaving_them_waiting(store: SqlStore) -> None:
+    commits = GroupCommit(store, writers=1)
+    release = asyncio.Event()
+
+    async def stuck(tx: Transaction) -> int:
+        await release.wait()
+        return 1
+
+    first = asyncio.ensure_future(commits.run(stuck))
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(commits.run(stuck))
+    await asyncio.sleep(0)
+    for writer in list(commits._writers):
+        writer.cancel()
+    for waiting in (first, queued):
+        with pytest.raises(RuntimeError, match="writer stopped"):
+            await asyncio.wait_for(waiting, timeout=10)
