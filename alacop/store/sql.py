@@ -496,8 +496,9 @@ class SqlSessions(_Repo):
             session.second_factor,
         )
 
-    async def get(self, id_hash: str) -> Session | None:
-        row = await self.conn.fetchrow("SELECT * FROM sessions WHERE id_hash = $1", id_hash)
+    async def get(self, id_hash: str, *, for_update: bool = False) -> Session | None:
+        lock = self.conn.for_update if for_update else ""
+        row = await self.conn.fetchrow(f"SELECT * FROM sessions WHERE id_hash = $1{lock}", id_hash)
         return self._session(row) if row else None
 
     async def touch(self, id_hash: str, at: datetime) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -350,3 +351,90 @@ def test_portal_request_sets_what_authlibs_request_sets() -> None:
     assert {k: v for k, v in vars(ours).items() if k != "payload"} == {
         k: v for k, v in vars(theirs).items() if k != "payload"
     }
+
+
+@pytest.mark.parametrize("path", ["/oauth/token", "/oauth/revoke", "/oauth/introspect"])
+def test_a_basic_header_that_is_not_ascii_is_invalid_client_not_a_server_error(signed_in: Harness, path: str) -> None:
+    h = signed_in
+    answer = h.client.post(
+        path,
+        content=b"grant_type=client_credentials&token=x",
+        headers={"Authorization": b"Basic \xe9\xe9\xe9\xe9", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    assert h.events("AuthorizationRefused")[-1].reason == "invalid_client"
+
+
+def test_an_empty_client_secret_counts_as_omitted(signed_in: Harness) -> None:
+    """RFC 6749 3.1: a parameter sent without a value is treated as omitted, so a public client whose
+    library always sends client_secret= is still a public client."""
+    h = signed_in
+    rp = register(h, public=True)
+    verifier, challenge = pkce()
+    code = code_for(h, rp, code_challenge=challenge, code_challenge_method="S256")
+    answer = exchange(h, rp, code, verifier, client_secret="")
+    assert answer.status_code == 200, answer.text
+    revoked = h.client.post(
+        "/oauth/revoke", data={"token": answer.json()["access_token"], "client_id": rp.client_id, "client_secret": ""}
+    )
+    assert revoked.status_code == 200 and len(h.events("TokenRevoked")) == 1
+
+
+def _after_read(h: Harness, then: Callable[[], Awaitable[None]]) -> None:
+    """Runs `then` between the token endpoint's read and its write, once."""
+    endpoint = h.portal.oidc._token
+    real = endpoint._read
+    done = False
+
+    async def read_then(*args: Any, **kwargs: Any) -> None:
+        nonlocal done
+        await real(*args, **kwargs)
+        if not done:
+            done = True
+            await then()
+
+    endpoint._read = read_then  # type: ignore[method-assign]
+
+
+def test_a_sign_out_between_reading_and_writing_a_code_exchange_issues_nothing(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    code = code_for(h, rp)
+    user = h.user("cs0101")
+    assert user is not None
+    session_hash = h.run(_only_session_hash, h, user.id)
+
+    async def sign_out() -> None:
+        async with h.portal.deps.store.transaction() as tx:
+            assert await tx.sessions.end(session_hash, h.clock.now(), "signed_out")
+
+    _after_read(h, sign_out)
+    answer = exchange(h, rp, code)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+    assert "ended" in answer.json()["error_description"]
+    assert h.events("TokenIssued") == [] and h.events("TokenRevoked") == []
+
+
+def test_a_refresh_racing_a_revocation_is_refused_without_a_reuse_alarm(signed_in: Harness) -> None:
+    h = signed_in
+    rp = register(h)
+    tokens = exchange(h, rp, code_for(h, rp, scope="openid offline_access")).json()
+    family = h.events("TokenIssued")[0]
+
+    async def revoke() -> None:
+        async with h.portal.deps.store.transaction() as tx:
+            assert await tx.tokens.revoke_family(str(audit_details(family)["family_id"]), h.clock.now()) == 1
+
+    _after_read(h, revoke)
+    answer = h.client.post(
+        "/oauth/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}, auth=rp.auth
+    )
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_grant"
+    assert h.events("RefreshTokenReuseDetected") == [] and h.events("TokenRefreshed") == []
+
+
+async def _only_session_hash(h: Harness, user_id: str) -> str:
+    async with h.portal.deps.store.read() as tx:
+        sessions = list(await tx.sessions.active_for_user(user_id))
+    assert len(sessions) == 1
+    return sessions[0].id_hash

@@ -83,11 +83,12 @@ class KeyRing:
         """The first keys (or a missing algorithm's): instances starting together must not each make
         their own, or they would sign with different keys until their caches agreed. Each takes the audit
         chain's head lock first, so creators go one at a time, and each looks again under the lock."""
+        # Made before the lock: RSA generation is slow, and the lock holds every instance's audit writes.
+        made = {alg: self._sealed(alg, now) for alg in algs}
         async with self._deps.store.transaction() as tx:
             await tx.audit.lock()
             present = await tx.signing_keys.list()
-            still = [a for a in algs if not any(k.alg == a and k.current for k in present)]
-            added = [self._sealed(alg, now) for alg in still]
+            added = [made[a] for a in algs if not any(k.alg == a and k.current for k in present)]
             for key in added:
                 await tx.signing_keys.add(key)
             if added:

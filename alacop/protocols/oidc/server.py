@@ -275,7 +275,9 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:
+        # binascii.Error for bad base64, ValueError for non-ASCII input (and UnicodeDecodeError, a
+        # ValueError, for bytes that are not UTF-8).
         raise _malformed_basic() from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep:
@@ -305,8 +307,9 @@ def _client_secret_post(query_client: Callable[[str], OAuthClient | None], reque
 
 
 def _none(query_client: Callable[[str], OAuthClient | None], request: PortalRequest) -> Any:
-    # A public client names itself and proves nothing here; PKCE proves it at the token endpoint.
-    if "client_secret" in request.form or request.headers.get("Authorization"):
+    # A public client names itself and proves nothing here; PKCE proves it at the token endpoint. An
+    # empty parameter counts as omitted (RFC 6749 3.1); a Basic header is another method.
+    if request.form.get("client_secret") or basic_credentials(request.headers.get("Authorization")):
         return None
     client_id = request.form.get("client_id")
     return query_client(client_id) if client_id else None

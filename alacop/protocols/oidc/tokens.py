@@ -64,9 +64,10 @@ def check_shape(items: list[tuple[str, str]], authorization: str | None) -> str 
     basic = basic_credentials(authorization)
     if basic is None:
         return form.get("client_id")
-    if "client_secret" in form:
+    # Empty parameters count as omitted (RFC 6749 3.1).
+    if form.get("client_secret"):
         raise oauth_errors.InvalidRequestError("use one client authentication method")
-    if form.get("client_id") not in (None, basic[0]):
+    if form.get("client_id") not in (None, "", basic[0]):
         raise oauth_errors.InvalidRequestError("client_id does not match the credentials")
     return basic[0]
 
@@ -112,7 +113,7 @@ async def audit_refusal(
 class _Write:
     """What one token request's part of a shared transaction decided."""
 
-    outcome: Literal["written", "lost", "stale"]
+    outcome: Literal["written", "lost", "stale", "ended"]
     token: IssuedToken | None = None
     event: AuditEvent | None = None
     ctx: RequestContext | None = None
@@ -207,6 +208,14 @@ class TokenEndpoint:
                 assert client_id is not None
                 self.clients.drop(client_id)
                 continue
+            if written == "ended":
+                ended = oauth_errors.InvalidGrantError(
+                    "the sign-in behind this code has ended"
+                    if state.spend == "code"
+                    else "the refresh token is not valid"
+                )
+                await audit_refusal(self._deps, state, "token", ended, form, ctx)
+                return refusal(ended)
             if written == "lost":
                 await self._reused(state, ctx)
                 lost = oauth_errors.InvalidGrantError(
@@ -367,7 +376,7 @@ class TokenEndpoint:
         return jwt.encode(header, claims, signer.key, algorithms=[signer.alg])
 
     # -- writing what Authlib decided --------------------------------------------------------------
-    async def _write(self, state: Loaded, ctx: RequestContext) -> Literal["written", "lost", "stale"]:
+    async def _write(self, state: Loaded, ctx: RequestContext) -> Literal["written", "lost", "stale", "ended"]:
         """Spend what the grant consumed and store what it issued, in one transaction; False when the
         spend lost, i.e. this was a second use at the same moment. A lost spend writes nothing, so it
         leaves the rest of a shared transaction alone."""
@@ -382,6 +391,7 @@ class TokenEndpoint:
         event = self._issued(kind, grant_type, state, token)
 
         decided_on = state.client if state.client_cached else None
+        policy = self._deps.policy
 
         async def work(tx: Transaction) -> _Write:
             if decided_on is not None and await self.clients.current(tx, decided_on.client_id) != decided_on:
@@ -389,12 +399,20 @@ class TokenEndpoint:
                 return _Write("stale")
             if state.spend == "code":
                 assert state.code is not None
+                # Locked, so a sign-out either finishes first (and is seen here) or waits for this
+                # commit (and then revokes this token with the session's others).
+                session = await tx.sessions.get(state.code.session_hash, for_update=True)
+                if session is None or session.ended_at is not None or session.expiry_reason(state.now, policy):
+                    return _Write("ended")
                 if not await tx.codes.spend(state.code.code_hash, state.now):
                     return _Write("lost")
             elif state.spend == "refresh":
                 assert state.refresh is not None
                 if not await tx.tokens.mark_refreshed(state.refresh.id, state.now):
-                    return _Write("lost")
+                    # Spent is a second use; revoked meanwhile (sign-out, revocation) is only refused.
+                    now_stored = await tx.tokens.by_access_hash(state.refresh.access_hash)
+                    spent = now_stored is None or now_stored.refreshed_at is not None
+                    return _Write("lost" if spent else "ended")
             # The token and its event are written by _finish, with the rest of the batch's.
             return _Write("written", token, event, ctx)
 
