@@ -57,6 +57,11 @@ def tab_to_button(page: Any, label: str, *, limit: int = 30) -> None:
 
 def identifier_step(page: Any, email: str) -> None:
     page.goto("/login")
+    type_identifier(page, email)
+
+
+def type_identifier(page: Any, email: str) -> None:
+    """On an identifier page already open (the portal's own, or one an application sent the browser to)."""
     page.locator("input#identifier").click()
     page.keyboard.type(email)
     page.keyboard.press("Enter")
@@ -246,15 +251,21 @@ def first_sign_in_with_security_key(page: Any, email: str, temporary: str, new: 
 
 def first_sign_in_with_app(page: Any, account: DemoAccount, new_password: str) -> None:
     """A CLI-created user's first sign-in: forced change, authenticator app, recovery codes saved in `account`."""
+    page.goto("/login")
+    first_sign_in_steps(page, account, new_password)
+    expect_apps(page, account.email)
+
+
+def first_sign_in_steps(page: Any, account: DemoAccount, new_password: str) -> None:
+    """The same from an identifier page already open, up to where the sign-in sends the browser."""
     assert not account.changed
-    identifier_step(page, account.email)
+    type_identifier(page, account.email)
     password_step(page, account.email, account.password)
     change_password_step(page, account.password, new_password)
     account.password = new_password
     account.changed = True
     enrol_totp(page, account)
     account.recovery_codes = save_recovery_codes(page)
-    expect_apps(page, account.email)
 
 
 # -- "Can't access your account?" ------------------------------------------------------------------

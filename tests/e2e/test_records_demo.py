@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from alacop.help.build import free_port
 
 from .conftest import _run_portal, run_demo_app
-from .journeys import change_password_step, enrol_totp, password_step, save_recovery_codes, shoot
+from .journeys import first_sign_in_steps, shoot
 from .support import DemoAccount, PageProblems, Portal
 
 pytestmark = pytest.mark.browser
@@ -54,14 +54,7 @@ def test_sign_in_to_the_demo_application_through_the_portal_and_back(
     expect(page).to_have_url(re.compile(re.escape(portal.url) + r"/login"))
     expect(page.get_by_text("to continue to Records Search (demo)")).to_be_visible()
     shoot(page, "sso-signin")
-    page.locator("input#identifier").click()
-    page.keyboard.type(account.email)
-    page.keyboard.press("Enter")
-    password_step(page, account.email, account.password)
-    change_password_step(page, account.password, chosen)
-    account.password, account.changed = chosen, True
-    enrol_totp(page, account)
-    save_recovery_codes(page)
+    first_sign_in_steps(page, account, chosen)
 
     # Back at the application, which validated the ID token and called userinfo.
     expect(page).to_have_url(re.compile(re.escape(demo_url) + r"/$"))

@@ -28,7 +28,7 @@ from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from playwright.sync_api import expect
 
-from tests.support.saml import SpKeys, sp_keys
+from tests.support.saml import SpKeys, python3_saml_settings, sp_keys
 
 from .conftest import _run_portal
 from .journeys import expect_apps, first_sign_in_with_app, identifier_step, password_step, totp_step
@@ -36,7 +36,6 @@ from .support import DESKTOP, DemoAccount, Portal, watch
 
 pytestmark = pytest.mark.browser
 
-POST_BINDING = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
 LOGIN_SHOT = "/tmp/saml-login.png"
 POST_SHOT = "/tmp/saml-post.png"
@@ -77,30 +76,9 @@ class SamlApp:
         self._thread.join(timeout=10)
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "strict": True,
-            "debug": False,
-            "sp": {
-                "entityId": f"{self.url}/metadata",
-                "assertionConsumerService": {"url": f"{self.url}/acs", "binding": POST_BINDING},
-                "NameIDFormat": PERSISTENT,
-                "x509cert": self.keys.cert_body if self.keys else "",
-                "privateKey": self.keys.key_pem if self.keys else "",
-            },
-            "idp": self._idp,
-            "security": {
-                "authnRequestsSigned": self.keys is not None,
-                "wantMessagesSigned": True,
-                "wantAssertionsSigned": True,
-                "wantNameId": True,
-                "requestedAuthnContext": False,
-                "signatureAlgorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-                "digestAlgorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
-                "rejectDeprecatedAlgorithm": True,
-                # A Response to a request this application did not send (or sent to someone else) is refused.
-                "rejectUnsolicitedResponsesWithInResponseTo": True,
-            },
-        }
+        return python3_saml_settings(
+            f"{self.url}/metadata", f"{self.url}/acs", self.keys, self._idp, reject_unsolicited=True
+        )
 
     def metadata(self) -> str:
         """python3-saml's own SP metadata: with a signing certificate and AuthnRequestsSigned when it signs."""

@@ -23,7 +23,7 @@ from playwright.sync_api import expect
 from alacop.help.build import free_port
 
 from .conftest import _run_portal, run_demo_app
-from .journeys import change_password_step, enrol_totp, expect_apps, password_step, save_recovery_codes
+from .journeys import expect_apps, first_sign_in_steps
 from .support import DemoAccount, PageProblems, Portal
 
 pytestmark = pytest.mark.browser
@@ -87,14 +87,7 @@ def test_sign_in_to_the_saml_demo_application_through_the_portal_and_back(
     # On the portal: it names the application, then the first sign-in of this user.
     expect(page).to_have_url(re.compile(re.escape(portal.url) + r"/login"))
     expect(page.get_by_text("to continue to Case Files (SAML demo)")).to_be_visible()
-    page.locator("input#identifier").click()
-    page.keyboard.type(account.email)
-    page.keyboard.press("Enter")
-    password_step(page, account.email, account.password)
-    change_password_step(page, account.password, chosen)
-    account.password, account.changed = chosen, True
-    enrol_totp(page, account)
-    save_recovery_codes(page)
+    first_sign_in_steps(page, account, chosen)
 
     # Back at the application, whose consumer page shows only a Response python3-saml accepted.
     expect(page).to_have_url(f"{demo_url}/saml/acs")

@@ -24,6 +24,7 @@ from tests.support.saml import (
     authn_request,
     idp_certificate,
     posted,
+    python3_saml_settings,
     redirect_query,
     register_sp,
     sp_keys,
@@ -31,36 +32,14 @@ from tests.support.saml import (
 )
 
 
-def settings(h: Harness, keys: SpKeys | None = None, *, sign_requests: bool = False) -> dict[str, Any]:
-    return {
-        "strict": True,
-        "debug": False,
-        "sp": {
-            "entityId": SP_ENTITY,
-            "assertionConsumerService": {
-                "url": ACS,
-                "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST",
-            },
-            "NameIDFormat": "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
-            "x509cert": keys.cert_body if keys else "",
-            "privateKey": keys.key_pem if keys else "",
-        },
-        "idp": {
-            "entityId": IDP_ENTITY,
-            "singleSignOnService": {"url": IDP_SSO, "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"},
-            "x509cert": idp_certificate(h),
-        },
-        "security": {
-            "authnRequestsSigned": sign_requests,
-            "wantMessagesSigned": True,
-            "wantAssertionsSigned": True,
-            "wantNameId": True,
-            "requestedAuthnContext": False,
-            "signatureAlgorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
-            "digestAlgorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
-            "rejectDeprecatedAlgorithm": True,
-        },
+def settings(h: Harness, keys: SpKeys | None = None) -> dict[str, Any]:
+    """Requests are signed when the application has keys."""
+    idp = {
+        "entityId": IDP_ENTITY,
+        "singleSignOnService": {"url": IDP_SSO, "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"},
+        "x509cert": idp_certificate(h),
     }
+    return python3_saml_settings(SP_ENTITY, ACS, keys, idp, reject_unsolicited=False)
 
 
 def acs_request(saml_response: str, relay_state: str | None = None) -> dict[str, Any]:
@@ -97,7 +76,7 @@ def test_python3_saml_accepts_the_response_to_its_own_signed_request(frozen_now:
     h.create_user()
     keys = sp_keys()
     register_sp(h, metadata=sp_metadata(keys=keys, signed_requests=True))
-    config = settings(h, keys, sign_requests=True)
+    config = settings(h, keys)
     path, request_id = sp_login(h, config)
     first = h.client.get(path, follow_redirects=False)
     assert first.status_code == 303 and first.headers["location"].startswith("/login?flow=")

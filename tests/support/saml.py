@@ -173,3 +173,39 @@ def posted(page: Any) -> Posted:
         html.unescape(response.group(1)),
         html.unescape(relay.group(1)) if relay else None,
     )
+
+
+def python3_saml_settings(
+    entity_id: str,
+    acs_url: str,
+    keys: SpKeys | None,
+    idp: dict[str, Any],
+    *,
+    reject_unsolicited: bool,
+) -> dict[str, Any]:
+    """Strict python3-saml settings for a test service provider: SHA-256 only, signed messages and
+    assertions required, requests signed when it has keys."""
+    return {
+        "strict": True,
+        "debug": False,
+        "sp": {
+            "entityId": entity_id,
+            "assertionConsumerService": {"url": acs_url, "binding": "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"},
+            "NameIDFormat": "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+            "x509cert": keys.cert_body if keys else "",
+            "privateKey": keys.key_pem if keys else "",
+        },
+        "idp": idp,
+        "security": {
+            "authnRequestsSigned": keys is not None,
+            "wantMessagesSigned": True,
+            "wantAssertionsSigned": True,
+            "wantNameId": True,
+            "requestedAuthnContext": False,
+            "signatureAlgorithm": "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+            "digestAlgorithm": "http://www.w3.org/2001/04/xmlenc#sha256",
+            "rejectDeprecatedAlgorithm": True,
+            # A Response to a request this application did not send (or sent to someone else) is refused.
+            "rejectUnsolicitedResponsesWithInResponseTo": reject_unsolicited,
+        },
+    }
