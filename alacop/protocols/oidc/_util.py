@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -52,12 +51,6 @@ def session_sid(pepper: bytes, session_hash: str) -> str:
     return hmac.new(pepper, b"oidc-sid:" + session_hash.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
 
-def half_hash(value: str) -> str:
-    """at_hash: the left half of the SHA-256 of the token, base64url without padding (OIDC Core 3.1.3.6)."""
-    digest = hashlib.sha256(value.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
-
-
 class OAuthError(Exception):
     """A protocol error with its wire code; raised by the endpoints, rendered by the route."""
 
@@ -80,18 +73,10 @@ def _wire(cls: Any) -> str:
     return code
 
 
-# The wire codes, taken from Authlib's error classes so the spelling is the library's.
+# The wire codes the portal still writes itself, taken from Authlib's error classes so the spelling
+# is the library's (Authlib's own errors carry theirs).
 INVALID_REQUEST = _wire(oauth_errors.InvalidRequestError)
-INVALID_CLIENT = _wire(oauth_errors.InvalidClientError)
-INVALID_GRANT = _wire(oauth_errors.InvalidGrantError)
-UNAUTHORIZED_CLIENT = _wire(oauth_errors.UnauthorizedClientError)
-UNSUPPORTED_GRANT_TYPE = _wire(oauth_errors.UnsupportedGrantTypeError)
-UNSUPPORTED_RESPONSE_TYPE = _wire(oauth_errors.UnsupportedResponseTypeError)
 INVALID_SCOPE = _wire(oauth_errors.InvalidScopeError)
-ACCESS_DENIED = _wire(oauth_errors.AccessDeniedError)
-INVALID_TARGET = "invalid_target"  # RFC 8707
-INVALID_TOKEN = "invalid_token"  # RFC 6750
-INSUFFICIENT_SCOPE = "insufficient_scope"  # RFC 6750
 
 
 def client_event(
